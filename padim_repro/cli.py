@@ -1,0 +1,126 @@
+"""Command line: ``python -m padim_repro run --category bottle --data-root ... --weights ... --out ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .config import INTERPOLATIONS, PadimConfig
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    c = PadimConfig()
+    p.add_argument("--backbone", default=c.backbone, help="timm backbone (default %(default)s)")
+    p.add_argument("--layers", default=",".join(c.layers), help="comma-separated feature levels (default %(default)s)")
+    p.add_argument("--d", type=int, default=None, help="kept channels (default: 100 for resnet18, 550 for WR50; 0 = all)")
+    p.add_argument("--seed", type=int, default=c.seed, help="channel-selection seed (default %(default)s)")
+    p.add_argument("--epsilon", type=float, default=c.epsilon, help="covariance regulariser (default %(default)s)")
+    p.add_argument("--sigma", type=float, default=c.sigma, help="anomaly-map blur sigma, 0 = none (default %(default)s)")
+    p.add_argument("--resize", type=int, default=c.resize, help="first resize (default %(default)s)")
+    p.add_argument("--crop", type=int, default=c.crop, help="center crop (default %(default)s)")
+    p.add_argument("--interpolation", default=c.interpolation, choices=INTERPOLATIONS)
+    p.add_argument("--weights", default=c.weights, help="tv_in1k (hub), a local checkpoint path, or none (random)")
+    p.add_argument("--batch-size", type=int, default=c.batch_size)
+    p.add_argument("--device", default=c.device, help="auto (CUDA if present), cpu or cuda")
+
+
+def config_from_args(args: argparse.Namespace) -> PadimConfig:
+    """Build the :class:`PadimConfig` described by parsed arguments."""
+    return PadimConfig(
+        backbone=args.backbone,
+        layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
+        d=args.d,
+        seed=args.seed,
+        epsilon=args.epsilon,
+        sigma=args.sigma,
+        resize=args.resize,
+        crop=args.crop,
+        interpolation=args.interpolation,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="padim_repro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="fit and evaluate PaDiM on one MVTec AD category")
+    run.add_argument("--category", required=True)
+    run.add_argument("--data-root", default="data/mvtec_ad")
+    run.add_argument("--out", default=None, help="output folder (default results/runs/CATEGORY/BACKBONE-dD-KEY)")
+    run.add_argument("--save-model", action="store_true", help="also write model.pt")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_model_args(run)
+
+    cat = sub.add_parser("category", help="run one category through the papermill notebook (outputs keyed by config)")
+    cat.add_argument("--category", required=True)
+    cat.add_argument("--data-root", default="data/mvtec_ad")
+    cat.add_argument("--results", default="results")
+    cat.add_argument("--notebook-out", default=None, help="executed notebook (default: in the run's folder)")
+    cat.add_argument("--force", action="store_true", help="recompute even if the run is complete")
+    _add_model_args(cat)
+
+    rep = sub.add_parser("reproduce", help="every category present x both backbones, resumable; writes status.json")
+    rep.add_argument("--data-root", default="data/mvtec_ad")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--weights", action="append", default=[], metavar="BACKBONE=SPEC",
+                     help="weights per backbone, e.g. resnet18=path/to/ckpt.pth (default tv_in1k)")
+    rep.add_argument("--device", default="auto")
+    rep.add_argument("--force", action="store_true")
+
+    book = sub.add_parser("book", help="run the results notebook and build the Jupyter Book (no re-execution)")
+    book.add_argument("--results", default="results")
+    args = parser.parse_args(argv)
+    if args.command == "category":
+        return _category(args)
+    if args.command == "reproduce":
+        return _reproduce(args)
+    if args.command == "book":
+        from .book import build_book
+
+        return build_book(args.results)
+
+    from .data import DataError
+    from .features import WeightsError
+    from .runner import default_run_dir, run_category
+
+    try:
+        config = config_from_args(args)
+        out = args.out or default_run_dir("results", args.category, config)
+        record = run_category(args.data_root, args.category, config, out, args.save_model, args.progress)
+    except (DataError, WeightsError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {k: record[k] for k in ("category", "backbone", "image_auroc", "pixel_auroc", "pro")}
+    print(json.dumps(summary))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _category(args: argparse.Namespace) -> int:
+    from .reproduce import run_category_notebook
+
+    config = config_from_args(args)
+    out = run_category_notebook(args.category, config, args.data_root, args.results, args.notebook_out, args.force)
+    print(f"executed notebook: {out}", file=sys.stderr)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .reproduce import main_summary, reproduce
+
+    weights = dict(spec.split("=", 1) for spec in args.weights)
+    try:
+        statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return main_summary(statuses)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

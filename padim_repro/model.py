@@ -1,0 +1,171 @@
+"""The PaDiM estimator: ``fit`` on normal images, ``predict`` anomaly maps and image scores (PaDiM Sec. 3).
+
+It wires the three parts of the method together (features -> Gaussian -> scoring), in the style of a
+scikit-learn estimator: every parameter lives in a :class:`~padim_repro.config.PadimConfig`, learned state ends
+in ``_``, and one file holds everything needed to score new images.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .artifacts import atomic_write, package_versions
+from .config import PadimConfig
+from .features import FeatureExtractor, resolve_device
+from .gaussian import GaussianAccumulator
+from .scoring import anomaly_maps, image_scores, mahalanobis
+
+#: Version of the saved-model format; bumped whenever its content changes meaning.
+FORMAT_VERSION = 1
+
+ImageSource = torch.Tensor | Iterable[torch.Tensor | tuple | list]
+
+
+class Padim:
+    """PaDiM anomaly detector.
+
+    Args:
+        config: every parameter of the model (defaults: the paper's R18-Rd100 protocol).
+        progress: show tqdm progress bars (``None``: only on a terminal).
+    """
+
+    def __init__(self, config: PadimConfig | None = None, progress: bool | None = None):
+        self.config = config or PadimConfig()
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self._extractor: FeatureExtractor | None = None
+        self.timings_: dict[str, float] = {}
+
+    # -- features -------------------------------------------------------------------------------------------
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """The backbone and channel selection, built on first use."""
+        if self._extractor is None:
+            c = self.config
+            self._extractor = FeatureExtractor(c.backbone, c.layers, c.weights, c.resolved_d, c.seed).to(self.device)
+        return self._extractor
+
+    def _batches(self, images: ImageSource) -> Iterator[torch.Tensor]:
+        if isinstance(images, torch.Tensor):
+            yield from images.split(self.config.batch_size)
+            return
+        for item in images:
+            yield item[0] if isinstance(item, (tuple, list)) else item
+
+    def _embed(self, images: ImageSource, desc: str) -> Iterator[torch.Tensor]:
+        """Embeddings (B, d, h, w) batch by batch, timing the backbone."""
+        total = len(images) if isinstance(images, torch.Tensor) else None
+        bar = tqdm(desc=desc, total=total, unit="img", disable=self._bar_disabled)
+        for x in self._batches(images):
+            t0 = time.perf_counter()
+            emb = self.extractor(x.to(self.device))
+            self._tick("backbone_s", t0)
+            bar.update(len(x))
+            yield emb
+        bar.close()
+
+    @property
+    def _bar_disabled(self) -> bool | None:
+        return None if self.progress is None else not self.progress
+
+    def _tick(self, name: str, t0: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings_[name] = self.timings_.get(name, 0.0) + time.perf_counter() - t0
+
+    # -- estimator --------------------------------------------------------------------------------------------
+    def fit(self, images: ImageSource) -> Padim:
+        """Learn one Gaussian per position from normal images (a tensor (N, 3, H, W) or an iterable of batches)."""
+        self.timings_ = {}
+        acc: GaussianAccumulator | None = None
+        for emb in self._embed(images, "fit"):
+            t0 = time.perf_counter()
+            if acc is None:
+                acc = GaussianAccumulator(emb.shape[1], emb.shape[2] * emb.shape[3], self.device)
+                self.grid_size_ = (emb.shape[2], emb.shape[3])
+            acc.update(emb)
+            self._tick("gaussian_s", t0)
+        if acc is None:
+            raise ValueError("fit: no training images were given")
+        t0 = time.perf_counter()
+        self.n_train_ = acc.n
+        self.mean_, self.precision_ = acc.finalize(self.config.epsilon)
+        self._tick("gaussian_s", t0)
+        self.channel_indices_ = self.extractor.channel_indices.cpu()
+        self.weights_id_ = self.extractor.weights_id
+        return self
+
+    def predict(self, images: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly maps (N, crop, crop) float32 and image scores (N,) for a tensor or an iterable of batches."""
+        if not hasattr(self, "mean_"):
+            raise RuntimeError("predict: the model is not fitted; call fit() or Padim.load() first")
+        self.timings_ = {}
+        maps, scores = [], []
+        for emb in self._embed(images, "predict"):
+            t0 = time.perf_counter()
+            dist = mahalanobis(emb, self.mean_, self.precision_)
+            self._tick("mahalanobis_s", t0)
+            t0 = time.perf_counter()
+            amap = anomaly_maps(dist, self.config.crop, self.config.sigma)
+            self._tick("upsample_blur_s", t0)
+            maps.append(amap.cpu())
+            scores.append(image_scores(amap).cpu())
+        return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write config, versions, channel indices, mean and precision to one file (atomically)."""
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "versions": package_versions(),
+            "weights_id": self.weights_id_,
+            "n_train": self.n_train_,
+            "grid_size": list(self.grid_size_),
+            "channel_indices": self.channel_indices_,
+            "mean": self.mean_.cpu(),
+            "precision": self.precision_.cpu(),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, progress: bool | None = None) -> Padim:
+        """Read a file written by :meth:`save`; the backbone weights must be the same (checked by content hash)."""
+        path = Path(path)
+        try:
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or foreign files raise several types
+            raise ValueError(f"cannot read model file {path}: {exc}") from exc
+        version = state.get("format_version") if isinstance(state, dict) else None
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"model file {path} has format version {version!r}; this padim_repro reads version {FORMAT_VERSION}"
+            )
+        config = PadimConfig.from_dict(state["config"])
+        if device is not None:
+            config = PadimConfig.from_dict({**config.to_dict(), "device": device})
+        model = cls(config, progress=progress)
+        if model.extractor.weights_id != state["weights_id"]:
+            raise ValueError(
+                f"model file {path} was fitted with backbone weights {state['weights_id']}, "
+                f"but {config.weights!r} now gives {model.extractor.weights_id}"
+            )
+        if not torch.equal(model.extractor.channel_indices.cpu(), state["channel_indices"]):
+            raise ValueError(f"model file {path}: channel indices differ from those its config selects")
+        model.n_train_ = state["n_train"]
+        model.grid_size_ = tuple(state["grid_size"])
+        model.weights_id_ = state["weights_id"]
+        model.channel_indices_ = state["channel_indices"]
+        model.mean_ = state["mean"].to(model.device)
+        model.precision_ = state["precision"].to(model.device)
+        return model

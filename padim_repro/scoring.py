@@ -1,0 +1,64 @@
+"""Inference: anomaly map computation (PaDiM Sec. 3.3).
+
+The anomaly score of patch (i, j) is the Mahalanobis distance (Eq. 2)
+M(x_ij) = sqrt((x_ij - mu_ij)^T Sigma_ij^-1 (x_ij - mu_ij)), computed for every position at once. The map of
+distances is upsampled bilinearly to the input (crop) size and smoothed with a Gaussian filter of sigma = 4
+(Sec. 4.1); the image score is the maximum of the map.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Positions per batched matrix product: bounds the (positions, batch, d) work tensors.
+_POSITIONS_PER_STEP = 1024
+
+def mahalanobis(embeddings: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 for all positions: embeddings (B, d, H, W), mean (H*W, d), precision (H*W, d, d) -> (B, H, W)."""
+    b, d, h, w = embeddings.shape
+    x = embeddings.reshape(b, d, h * w).permute(2, 0, 1)  # (P, B, d)
+    out = torch.empty(h * w, b, dtype=precision.dtype, device=precision.device)
+    for start in range(0, h * w, _POSITIONS_PER_STEP):
+        sl = slice(start, start + _POSITIONS_PER_STEP)
+        delta = x[sl].to(precision.dtype) - mean[sl, None, :]
+        out[sl] = (torch.bmm(delta, precision[sl]) * delta).sum(-1)
+    return out.clamp_min_(0).sqrt_().T.reshape(b, h, w)
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius int(truncate * sigma + 0.5), as scipy.ndimage.gaussian_filter uses."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+def _symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Pad by mirroring with the edge repeated (d c b a | a b c d), scipy's ``mode='reflect'``."""
+    n = x.shape[dim]
+    if r > n:
+        raise ValueError(f"blur radius {r} exceeds the map size {n}; use a smaller sigma")
+    left = x.narrow(dim, 0, r).flip(dim)
+    right = x.narrow(dim, n - r, r).flip(dim)
+    return torch.cat([left, x, right], dim=dim)
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W) maps, truncated at 4 sigma, symmetric borders (= scipy's default)."""
+    if sigma == 0:
+        return maps
+    k = gaussian_kernel1d(sigma).to(maps.dtype).to(maps.device)
+    r = (k.numel() - 1) // 2
+    x = maps[:, None]
+    x = F.conv2d(_symmetric_pad(x, r, 3), k.view(1, 1, 1, -1))
+    x = F.conv2d(_symmetric_pad(x, r, 2), k.view(1, 1, -1, 1))
+    return x[:, 0]
+
+def anomaly_maps(distances: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Bilinear upsampling of (B, h, w) distances to (B, size, size), then the Gaussian blur (Sec. 3.3, 4.1)."""
+    up = F.interpolate(distances[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    return gaussian_blur(up, sigma)
+
+def image_scores(maps: torch.Tensor) -> torch.Tensor:
+    """Image-level anomaly score: the maximum of each anomaly map (Sec. 4.1)."""
+    return maps.flatten(1).amax(dim=1)
+
+__all__ = ["mahalanobis", "gaussian_kernel1d", "gaussian_blur", "anomaly_maps", "image_scores"]
