@@ -171,6 +171,12 @@ def reproduce(
         results / STATUS_FILE,
         {"data_root": str(data_root), "weights": weights, "runs": [asdict(s) for s in statuses], **provenance()},
     )
+    execute(
+        "results",
+        Path(book_results) / "summary.ipynb",
+        {"results_root": _from_repo(results), "tables_dir": _from_repo(results / "tables"),
+         "headline_md": _from_repo(Path(book_results).parent / "_generated" / "headline.md")},
+    )  # fmt: skip
     failed = [s for s in statuses if s.status == "failed"]
     for s in failed:
         print(f"FAILED {s.category} {s.backbone}: {s.reason}", file=sys.stderr)
