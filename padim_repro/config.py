@@ -96,14 +96,12 @@ class PadimConfig:
             raise ValueError(f"unknown PadimConfig fields: {unknown}")
         return cls(**data)
 
-    def key(self, weights_id: str | None = None) -> str:
+    def key(self) -> str:
         """Short stable hash of everything that determines results (not batch size or device).
 
-        ``weights_id`` (a content hash) replaces the weights *path*, so the same file at two paths gives one key.
+        The weights enter by their spec (hub tag or path); the content hash of the weights is recorded beside it.
         """
         fields = {k: v for k, v in self.to_dict().items() if k not in self.runtime_fields}
         fields["d"] = self.resolved_d
-        if weights_id is not None:
-            fields["weights"] = weights_id
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]

@@ -25,6 +25,18 @@ def _position_slices(n_positions: int, dim: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, n_positions, step)]
 
 
+def regularized_precision(cov: torch.Tensor, epsilon: float = 0.01) -> torch.Tensor:
+    """(Sigma + epsilon I)^-1 of a stack of covariances (..., d, d) by Cholesky factorisation, in cov's dtype.
+
+    Pass float64 covariances (as :meth:`GaussianAccumulator.finalize` does) for an accurate inverse.
+    """
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    chol, info = torch.linalg.cholesky_ex(cov + epsilon * eye)
+    if int(info.max()) > 0:
+        raise ValueError("a covariance is not positive definite; use epsilon > 0")
+    return torch.cholesky_inverse(chol)
+
+
 class GaussianAccumulator:
     """Streaming per-position mean and covariance of embeddings of shape (B, d, P) or (B, d, H, W)."""
 
@@ -39,7 +51,7 @@ class GaussianAccumulator:
         x = embeddings.reshape(embeddings.shape[0], self.dim, -1)
         if x.shape[2] != self.n_positions:
             raise ValueError(f"embeddings have {x.shape[2]} positions, the accumulator {self.n_positions}")
-        x = x.permute(2, 0, 1).to(self.mean.device, torch.float64)  # (P, B, d)
+        x = x.permute(2, 0, 1).to(self.mean.device, torch.float64).contiguous()  # (P, B, d)
         nb = x.shape[1]
         n = self.n + nb
         batch_mean = x.mean(dim=1)  # (P, d)
@@ -61,12 +73,8 @@ class GaussianAccumulator:
         """
         if self.n < 2:
             raise ValueError(f"need at least 2 training images to estimate a covariance, got {self.n}")
-        eye = torch.eye(self.dim, dtype=torch.float64, device=self.m2.device)
         for sl in _position_slices(self.n_positions, self.dim):
-            cov = self.m2[sl].to(torch.float64) / (self.n - 1) + epsilon * eye
-            chol, info = torch.linalg.cholesky_ex(cov)
-            if int(info.max()) > 0:
-                raise ValueError("a covariance is not positive definite; use epsilon > 0")
-            self.m2[sl] = torch.cholesky_inverse(chol).to(torch.float32)
+            cov = self.m2[sl].to(torch.float64) / (self.n - 1)
+            self.m2[sl] = regularized_precision(cov, epsilon).to(torch.float32)
         precision, self.m2 = self.m2, None  # type: ignore[assignment]
         return self.mean.to(torch.float32), precision

@@ -96,9 +96,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
                     q = repro[(repro.short == short) & (repro.backbone == reference.REPRO_BACKBONE.get(r.backbone))
                               & (repro.category == r.category) & (repro.metric == metric)]  # fmt: skip
                     out[f"{metric} {short}"] = 100 * q.value.iloc[0] if len(q) else np.nan
+                    out[f"{metric} Δ {short}"] = ours - out[f"{metric} {short}"]
         out["note"] = r.reason if r.status not in ("ran", "cached") else ""
         rows.append(out)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).round(2)
 
 
 def group_means(runs: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +124,7 @@ def group_means(runs: pd.DataFrame) -> pd.DataFrame:
                 row[f"{metric} paper"] = cell[0] if cell else np.nan
                 row[f"{metric} paper source"] = cell[1] if cell else ""
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).round(2)
 
 
 def coverage_table(runs: pd.DataFrame) -> pd.DataFrame:

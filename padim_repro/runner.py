@@ -25,10 +25,10 @@ PREDICTIONS_FILE = "predictions.npz"
 MODEL_FILE = "model.pt"
 
 
-def default_run_dir(results_root: str | Path, category: str, config: PadimConfig, weights_id: str | None = None) -> Path:
+def default_run_dir(results_root: str | Path, category: str, config: PadimConfig) -> Path:
     """``RESULTS/runs/CATEGORY/BACKBONE-dD-KEY``: runs with other settings never share a folder."""
     d = config.resolved_d or "all"
-    return Path(results_root) / "runs" / category / f"{config.backbone}-d{d}-{config.key(weights_id)}"
+    return Path(results_root) / "runs" / category / f"{config.backbone}-d{d}-{config.key()}"
 
 
 def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def run_category(
         "group": category_group(category),
         "backbone": config.backbone,
         "config": config.to_dict(),
-        "config_key": config.key(model.weights_id_),
+        "config_key": config.key(),
         "d": config.resolved_d or model.extractor.n_channels,
         "n_channels_total": model.extractor.n_channels,
         "weights": weights_record(config, model.weights_id_),

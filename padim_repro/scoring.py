@@ -12,17 +12,18 @@ import torch
 import torch.nn.functional as F
 
 #: Positions per batched matrix product: bounds the (positions, batch, d) work tensors.
-_POSITIONS_PER_STEP = 1024
+_POSITIONS_PER_STEP = 512
 
 def mahalanobis(embeddings: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Eq. 2 for all positions: embeddings (B, d, H, W), mean (H*W, d), precision (H*W, d, d) -> (B, H, W)."""
     b, d, h, w = embeddings.shape
-    x = embeddings.reshape(b, d, h * w).permute(2, 0, 1)  # (P, B, d)
+    # One contiguous (P, B, d) copy: strided operands make every later op several times slower.
+    x = embeddings.reshape(b, d, h * w).permute(2, 0, 1).to(precision.dtype).contiguous()
     out = torch.empty(h * w, b, dtype=precision.dtype, device=precision.device)
     for start in range(0, h * w, _POSITIONS_PER_STEP):
         sl = slice(start, start + _POSITIONS_PER_STEP)
-        delta = x[sl].to(precision.dtype) - mean[sl, None, :]
-        out[sl] = (torch.bmm(delta, precision[sl]) * delta).sum(-1)
+        delta = x[sl] - mean[sl, None, :]
+        out[sl] = torch.bmm(delta, precision[sl]).mul_(delta).sum(-1)
     return out.clamp_min_(0).sqrt_().T.reshape(b, h, w)
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
