@@ -14,9 +14,10 @@
 #   available from this machine's local wheel stores (pip is capped through
 #   /etc/xdg/pip constraints torch<=2.14.1, torchvision<=0.29.1; other builds would be
 #   multi-GB downloads).  The torch wheel is the default CUDA 13 build, so pip also
-#   installs the nvidia-* runtime wheels it depends on; they are most of the venv's
-#   size (~4.6 of ~6.1 GB, like .venv) but unavoidable with this wheel (torch does not
-#   import without them).  The benchmark itself runs on CPU.
+#   installs the nvidia-* runtime wheels and triton it depends on: torch and its deps
+#   are ~5.3 of the venv's 6.3 GB (nvidia 3.2, torch 1.2, triton 0.9), the same as
+#   .venv, and unavoidable with this wheel (torch does not import without them).
+#   anomalib's own tree adds ~0.8 GB.  The benchmark itself runs on CPU.
 # * anomalib==2.7.0: the newest release; its core requirements place no bound on torch
 #   (torch>=2.10 / torchvision>=0.25 appear only in its optional cpu/cu126/cu130 extras,
 #   which we do not request), so it accepts torch 2.14.1.  We install anomalib's core
@@ -35,8 +36,8 @@
 # * --prefer-binary: everything comes as wheels except FrEIA 0.2 (an anomalib core
 #   requirement, sdist only, pure Python, builds in seconds).
 #
-# Measured on the 2-core dev machine: fresh install ~80 s (torch step ~45 s, the rest
-# ~35 s); re-run on a complete venv a few seconds; venv size ~6.1 GB.
+# Measured on the 2-core dev machine: fresh install ~105 s (torch step ~45 s, anomalib
+# step ~35 s, checks ~20 s); re-run on a complete venv ~6 s (the import check); 6.3 GB.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

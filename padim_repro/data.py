@@ -75,6 +75,21 @@ def _check_readable(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def checked_sample(image: Path, defect_type: str, mask: Path | None) -> Sample:
+    """The :class:`Sample` of ``image`` (label 0 iff ``defect_type`` is ``good``), after checking that the image is
+    readable and, for a defect image, that ``mask`` exists, is readable and has the image's size (a
+    :class:`DataError` naming the path otherwise)."""
+    size = _check_readable(image)
+    if defect_type == "good":
+        return Sample(image, 0, defect_type, None)
+    if mask is None or not mask.is_file():
+        raise DataError(f"defect image {image} has no mask (expected {mask})")
+    msize = _check_readable(mask)
+    if msize != size:
+        raise DataError(f"mask {mask} is {msize[0]}x{msize[1]} but its image {image} is {size[0]}x{size[1]}")
+    return Sample(image, 1, defect_type, mask)
+
+
 def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     """List the samples of ``split`` (``train`` or ``test``) of ``category``, checking the layout.
 
@@ -94,31 +109,42 @@ def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     else:
         if not split_dir.is_dir():
             raise DataError(f"test folder {split_dir} is missing")
-        folders = sorted(p for p in split_dir.iterdir() if p.is_dir())
+        folders = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     samples: list[Sample] = []
     for folder in folders:
         defect = folder.name
         for img in _images_in(folder):
-            size = _check_readable(img)
-            mask = None
-            if defect != "good":
-                mask = cat_dir / "ground_truth" / defect / f"{img.stem}_mask.png"
-                if not mask.is_file():
-                    raise DataError(f"defect image {img} has no mask (expected {mask})")
-                msize = _check_readable(mask)
-                if msize != size:
-                    raise DataError(f"mask {mask} is {msize[0]}x{msize[1]} but its image {img} is {size[0]}x{size[1]}")
-            samples.append(Sample(img, int(defect != "good"), defect, mask))
+            mask = cat_dir / "ground_truth" / defect / f"{img.stem}_mask.png" if defect != "good" else None
+            samples.append(checked_sample(img, defect, mask))
     if not samples:
         where = split_dir / "good" if split == "train" else split_dir
         raise DataError(f"no {split} images found in {where}")
     return samples
 
 
+def resize_image(image: Image.Image, resize: int | tuple[int, int], interpolation: str = "bicubic") -> Image.Image:
+    """The first resize (Sec. 4.1): shorter side to ``resize`` (an (h, w) pair: exactly that size); RGB output."""
+    return TF.resize(image.convert("RGB"), resize, interpolation=_INTERPOLATION[interpolation], antialias=True)
+
+
+def resize_mask(mask: Image.Image, resize: int | tuple[int, int]) -> Image.Image:
+    """Mask counterpart of :func:`resize_image`: nearest neighbour, grayscale output."""
+    return TF.resize(mask.convert("L"), resize, interpolation=InterpolationMode.NEAREST)
+
+
+def normalize_image(image: Image.Image) -> torch.Tensor:
+    """An RGB image as the network input: ImageNet normalisation; float32 (3, H, W)."""
+    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def binarize_mask(mask: Image.Image) -> torch.Tensor:
+    """A grayscale mask as bool (H, W): pixels above 127 are defective."""
+    return torch.from_numpy(np.asarray(mask) > 127)
+
+
 def resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> Image.Image:
     """Resize the shorter side to ``resize``, then center-crop ``crop`` (Sec. 4.1); RGB output."""
-    image = TF.resize(image.convert("RGB"), resize, interpolation=_INTERPOLATION[interpolation], antialias=True)
-    return TF.center_crop(image, crop)
+    return TF.center_crop(resize_image(image, resize, interpolation), crop)
 
 
 def preprocess_image(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> torch.Tensor:
@@ -126,8 +152,7 @@ def preprocess_image(image: Image.Image, resize: int, crop: int, interpolation: 
 
     Grayscale (or palette / RGBA) images become 3-channel RGB.
     """
-    image = resize_crop(image, resize, crop, interpolation)
-    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+    return normalize_image(resize_crop(image, resize, crop, interpolation))
 
 
 def display_image(path: str | Path, resize: int, crop: int, interpolation: str = "bicubic") -> np.ndarray:
@@ -137,9 +162,7 @@ def display_image(path: str | Path, resize: int, crop: int, interpolation: str =
 
 def preprocess_mask(mask: Image.Image, resize: int, crop: int) -> torch.Tensor:
     """Mask counterpart of :func:`preprocess_image`: nearest resize, same crop; returns bool (crop, crop)."""
-    mask = TF.resize(mask.convert("L"), resize, interpolation=InterpolationMode.NEAREST)
-    mask = TF.center_crop(mask, crop)
-    return torch.from_numpy(np.asarray(mask) > 127)
+    return binarize_mask(TF.center_crop(resize_mask(mask, resize), crop))
 
 
 def _open(path: Path) -> Image.Image:
@@ -161,18 +184,25 @@ class MVTecDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def open_sample(self, i: int) -> tuple[Image.Image, Image.Image | None]:
+        """The raw image and mask (None for a good image) of sample ``i``; a mask of another size is an error."""
         s = self.samples[i]
         image = _open(s.image_path)
-        x = preprocess_image(image, self.resize, self.crop, self.interpolation)
         if s.mask_path is None:
+            return image, None
+        mask = _open(s.mask_path)
+        if mask.size != image.size:
+            raise DataError(f"mask {s.mask_path} is {mask.size} but its image {s.image_path} is {image.size}")
+        return image, mask
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, mask = self.open_sample(i)
+        x = preprocess_image(image, self.resize, self.crop, self.interpolation)
+        if mask is None:
             m = torch.zeros(self.crop, self.crop, dtype=torch.bool)
         else:
-            mask = _open(s.mask_path)
-            if mask.size != image.size:
-                raise DataError(f"mask {s.mask_path} is {mask.size} but its image {s.image_path} is {image.size}")
             m = preprocess_mask(mask, self.resize, self.crop)
-        return x, m, s.label
+        return x, m, self.samples[i].label
 
     @property
     def labels(self) -> np.ndarray:

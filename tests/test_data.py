@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
+try:
+    from conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
+except ImportError:  # tests/ made a package
+    from .conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
 from PIL import Image
 from torchvision import transforms as T
 
@@ -154,15 +157,18 @@ def test_preprocess_image_interpolation_is_used() -> None:
 
 
 def test_preprocess_mask_nearest_and_binary() -> None:
-    arr = np.zeros((300, 260), np.uint8)
+    arr = np.zeros((300, 260), np.uint8)  # 260 wide, 300 high: resized to 256x295, then cropped
     arr[100:180, 50:120] = 255
-    arr[0:5, 0:5] = 100  # below the 127 threshold: not defect
+    arr[200:240, 150:200] = 100  # faint: below the 127 threshold, not defect
+    arr[250:260, 60:80] = 128  # just above it: defect
     mask = Image.fromarray(arr, "L")
     got = preprocess_mask(mask, 256, 224)
     expected = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(224)])(mask)
+    expected = np.asarray(expected)
     assert got.dtype == torch.bool and got.shape == (224, 224)
-    assert torch.equal(got, torch.from_numpy(np.asarray(expected) > 127))
-    assert got.any()
+    assert set(np.unique(expected).tolist()) == {0, 100, 128, 255}  # every level survives into the crop
+    np.testing.assert_array_equal(got.numpy(), expected > 127)
+    assert got.sum() == (expected >= 128).sum() > 0
 
 
 # -- bad input: every error is a DataError naming the path ----------------------------------------------------

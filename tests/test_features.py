@@ -9,7 +9,10 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import SHARED_WEIGHTS, requires_shared_weights
+try:
+    from conftest import SHARED_WEIGHTS, requires_shared_weights
+except ImportError:  # tests/ made a package
+    from .conftest import SHARED_WEIGHTS, requires_shared_weights
 
 from padim_repro.config import PadimConfig
 from padim_repro.features import (
