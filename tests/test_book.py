@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from padim_repro.book import build_book, category_title, headline_markdown, toc_yaml, write_generated
+from padim_repro.book import (MATHJAX_PATH, build_book, category_title, headline_markdown, mathjax_source, toc_yaml,
+                               write_generated)  # fmt: skip
 from padim_repro.synthetic import make_synthetic_category
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +140,38 @@ def test_method_links_resolve_to_the_api(synthetic_book: dict) -> None:
         assert f'href="api.html#{target}"' in method, target
 
 
+def test_mathjax_is_served_by_the_book(synthetic_book: dict) -> None:
+    """With django-static-mathjax installed the pages load MathJax from the book itself, not from a CDN."""
+    assert synthetic_book["code"] == 0
+    method = _html(synthetic_book["book"], "method")
+    if mathjax_source() is None:
+        assert "cdn.jsdelivr.net/npm/mathjax@3" in method  # the fallback
+        pytest.skip("django-static-mathjax not installed: the book loads MathJax from its CDN")
+    assert f'src="_static/{MATHJAX_PATH}"' in method and "cdn.jsdelivr.net" not in method
+    served = synthetic_book["book"] / "_build" / "html" / "_static" / MATHJAX_PATH
+    assert served.read_bytes() == mathjax_source().read_bytes()
+    assert (served.parent / "LICENSE").is_file()
+
+
+def test_mathjax_falls_back_to_the_cdn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the package, mathjax_source finds nothing and the extension keeps Sphinx's default (CDN) path."""
+    from importlib import metadata
+    from types import SimpleNamespace
+
+    from sphinx.ext.mathjax import MATHJAX_URL
+
+    from padim_repro import book
+
+    def missing(name: str):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    assert book.mathjax_source() is None
+    config = SimpleNamespace(mathjax_path=MATHJAX_URL)
+    book._use_local_mathjax(None, config)
+    assert config.mathjax_path == MATHJAX_URL
+
+
 def test_coverage_and_headline_are_generated(synthetic_book: dict) -> None:
     """The coverage lists the synthetic run and the 15 MVTec AD categories not run; no MVTec run, no headline."""
     limitations = _text(synthetic_book["book"], "limitations")
@@ -215,3 +248,23 @@ def test_pages_render_in_a_browser(synthetic_book: dict, tmp_path: Path) -> None
                       (site / "results" / "synthetic_resnet18.html").as_uri()], profile)  # fmt: skip
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+
+
+def test_method_math_renders_in_a_browser(synthetic_book: dict, tmp_path: Path) -> None:
+    """The Method page's equations are typeset offline (MathJax 3 from _static/mathjax/): no raw TeX is left."""
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium not installed: run `make browser-deps` (apt-get install chromium)")
+    if mathjax_source() is None:
+        pytest.skip("django-static-mathjax not installed: the book loads MathJax from its CDN, unreachable offline")
+    assert synthetic_book["code"] == 0
+    site = synthetic_book["book"] / "_build" / "html"
+    page = _chromium(["--dump-dom", (site / "method.html").as_uri()], tmp_path / "chromium-profile")
+    assert page.returncode == 0, page.stderr[-2000:]
+    dom = page.stdout
+    source = _html(synthetic_book["book"], "method")
+    n_math = source.count('class="math notranslate nohighlight"')  # inline and display, as Sphinx wrote them
+    assert n_math > 10
+    assert dom.count("<mjx-container") == n_math  # every one typeset
+    assert '<g data-mml-node="merror"' not in dom  # no TeX error
+    text = re.sub(r"<[^>]+>", "", re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S))
+    assert "\\(" not in text and "\\[" not in text  # no delimiter of untypeset TeX left
