@@ -22,6 +22,7 @@ import torch
 
 from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
+from padim_repro.metrics import evaluate
 from padim_repro.model import Padim
 from padim_repro.synthetic import make_synthetic_category
 
@@ -41,6 +42,7 @@ def bench_r18(data_root: str, category: str, weights: str, repeats: int) -> dict
     model.fit(batches(train, 32))
     fit_s = time.perf_counter() - t0
     fit_breakdown = dict(model.timings_)
+    masks = torch.cat([m for _, m in batches(test, 32)]).numpy()
     infer, floor, breakdowns = [], [], []
     with torch.inference_mode():
         for _ in range(repeats):
@@ -52,8 +54,13 @@ def bench_r18(data_root: str, category: str, weights: str, repeats: int) -> dict
             for x in test_x.split(32):
                 model.extractor.model(x)
             floor.append((time.perf_counter() - t0) / len(test_x))
+    maps, scores = model.predict(test_x)
+    t0 = time.perf_counter()
+    evaluate(maps, masks, scores, test.labels, test.defect_types)
+    metrics_s = time.perf_counter() - t0
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     return {
+        "metrics_s": metrics_s,
         "category": category, "weights": weights, "n_train": len(train), "n_test": len(test_x),
         "fit_s": fit_s, "fit_breakdown_s": fit_breakdown,
         "infer_per_image_s": med(infer), "backbone_per_image_s": med(floor),
@@ -72,11 +79,15 @@ def bench_wr50_fit(n_images: int, batch_size: int = 16) -> dict:
     t0 = time.perf_counter()
     model.fit(images)
     fit_s = time.perf_counter() - t0
+    test_x = torch.randn(batch_size, 3, 224, 224, generator=gen)
+    t0 = time.perf_counter()
+    model.predict(test_x)
+    infer_s = (time.perf_counter() - t0) / batch_size
     with tempfile.TemporaryDirectory() as tmp:
         size_mb = model.save(Path(tmp) / "m.pt").stat().st_size / 2**20
     return {"n_images": n_images, "d": int(model.mean_.shape[1]), "n_channels_total": model.extractor.n_channels,
             "grid": list(model.grid_size_), "fit_s": fit_s, "fit_breakdown_s": dict(model.timings_),
-            "model_size_mb": size_mb, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "infer_per_image_s": infer_s, "model_size_mb": size_mb, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def in_subprocess(kind: str, n: int) -> dict:
@@ -120,14 +131,14 @@ def main() -> None:
           f"{1e3 * r['backbone_per_image_s']:.1f} ms/image, ratio {r['ratio_infer_to_backbone']:.2f} "
           f"(target <= 1.3); breakdown of one pass: backbone {b['backbone_s']:.2f} s, Mahalanobis "
           f"{b['mahalanobis_s']:.2f} s, upsample+blur {b['upsample_blur_s']:.2f} s")
-    print(f"  peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"  metrics (image/pixel AUROC, PRO) {r['metrics_s']:.2f} s; peak RSS {r['peak_rss_mb']:.0f} MB")
     if not args.skip_wr50:
         n = args.wr50_images
         results["wr50_fit"] = [in_subprocess("fit", n), in_subprocess("fit", 2 * n)]
         for w in results["wr50_fit"]:
             print(f"WR50-Rd550 scale fit, {w['n_images']} images ({w['n_channels_total']} -> {w['d']} channels, "
                   f"grid {w['grid']}): {w['fit_s']:.0f} s, peak RSS {w['peak_rss_mb'] / 1024:.2f} GB, "
-                  f"model file {w['model_size_mb'] / 1024:.2f} GB")
+                  f"model file {w['model_size_mb'] / 1024:.2f} GB, inference {w['infer_per_image_s']:.2f} s/image")
         a, b2 = results["wr50_fit"]
         print(f"  peak RSS ratio {2 * n} vs {n} images: {b2['peak_rss_mb'] / a['peak_rss_mb']:.3f} "
               "(flat = 1.0; target <= 8 GB)")

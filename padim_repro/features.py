@@ -82,6 +82,11 @@ def build_backbone(backbone: str, layers: Sequence[str], weights: str, seed: int
     (e.g. a conv1..layer3 checkpoint for layer1..layer3) but must hold every tensor of the layers in use;
     ``none`` keeps a seeded random init (for tests only).
     """
+    from .efficientnet import build_efficientnet_features, is_efficientnet  # it builds on this module
+
+    if is_efficientnet(backbone):  # their own weights layouts and input normalisation
+        model = build_efficientnet_features(backbone, layers, weights, seed)
+        return model.eval(), weights_fingerprint(model)
     indices = layer_indices(backbone, layers)
     kwargs = dict(features_only=True, out_indices=indices)
     if weights == "tv_in1k":
@@ -94,8 +99,9 @@ def build_backbone(backbone: str, layers: Sequence[str], weights: str, seed: int
                 "(e.g. ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth for resnet18)."
             ) from exc
     else:
-        torch.manual_seed(seed)
-        model = timm.create_model(backbone, pretrained=False, **kwargs)
+        with torch.random.fork_rng():  # seeded init without touching the caller's random state
+            torch.manual_seed(seed)
+            model = timm.create_model(backbone, pretrained=False, **kwargs)
         if weights != "none":
             state = _load_checkpoint(Path(weights))
             own = model.state_dict()
@@ -133,6 +139,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, backbone: str, layers: Sequence[str], weights: str, d: int | None, seed: int):
         super().__init__()
         self.model, self.weights_id = build_backbone(backbone, layers, weights, seed)
+        self.model = self.model.to(memory_format=torch.channels_last)
         channels = list(self.model.feature_info.channels())
         self.n_channels = sum(channels)
         self.register_buffer("channel_indices", select_channels(self.n_channels, d, seed), persistent=False)
@@ -145,7 +152,8 @@ class FeatureExtractor(nn.Module):
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.model(images)
+        # channels_last runs the convolutions about 1.5x faster on CPU (oneDNN) with the same results.
+        feats = self.model(images.contiguous(memory_format=torch.channels_last))
         size = feats[0].shape[-2:]
         parts = []
         for f, idx in zip(feats, self._per_layer):
@@ -155,4 +163,4 @@ class FeatureExtractor(nn.Module):
             if f.shape[-2:] != size:
                 f = F.interpolate(f, size=size, mode="nearest")
             parts.append(f)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1).contiguous()

@@ -34,11 +34,13 @@ def default_run_dir(results_root: str | Path, category: str, config: PadimConfig
 def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
     """How the weights were obtained and their content hash (the identity results are keyed by)."""
     rec: dict[str, Any] = {"spec": config.weights, "fingerprint": weights_id}
-    if config.weights not in ("tv_in1k", "none"):
+    if config.weights not in ("tv_in1k", "timm", "none"):
         path = Path(config.weights)
         rec.update(file=path.name, file_sha256=sha256_file(path))
     elif config.weights == "tv_in1k":
         rec["hub_model"] = f"timm/{config.backbone}.tv_in1k"
+    elif config.weights == "timm":  # timm's default hub weights (EfficientNets)
+        rec["hub_model"] = f"timm/{config.backbone}"
     return rec
 
 
