@@ -131,7 +131,7 @@ def nonaligned_experiment(data_root: str | Path, results_root: str | Path, weigh
                           categories: Sequence[str] | str | None = None, seeds: Sequence[int] = NONALIGNED_SEEDS,
                           force: bool = False, progress: bool | None = None, **config: Any
                           ) -> pd.DataFrame:  # fmt: skip
-    """PaDiM (default R18-Rd100; ``config`` overrides :class:`PadimConfig` fields) on each category, aligned and
+    """PaDiM (default R18-Rd100; ``config`` overrides :class:`~padim_repro.config.PadimConfig` fields) on each category, aligned and
     in each non-aligned version ``seeds``; one row per (category, protocol, seed), metrics as fractions.
 
     Rows are written to ``RESULTS/beyond/nonaligned.csv`` as runs finish (so an interrupted call resumes where it

@@ -39,6 +39,7 @@ FREE = "Free"
 #: Default split: seed and fraction of the defect-free images used for training.
 SPLIT_SEED = 0
 TRAIN_FRACTION = 0.5
+#: How to cite the dataset.
 CITATION = (
     'Y. Huang et al., "Saliency of magnetic tile surface defects", 2018 (the title the dataset\'s README gives; '
     'published at IEEE CASE 2018 as "Surface Defect Saliency of Magnetic Tile"). '
