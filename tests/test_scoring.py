@@ -97,7 +97,8 @@ def test_anomaly_maps_upsample_bilinear(h: int, size: int) -> None:
     expected = F.interpolate(dist[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     got = anomaly_maps(dist, size, 0)
     assert got.shape == (2, size, size)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # anomaly_maps applies the same linear map as two matrix products: equal up to float32 rounding.
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_anomaly_maps_upsample_then_blur() -> None:
