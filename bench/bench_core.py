@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from padim_repro.artifacts import git_commit
 from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
 from padim_repro.metrics import evaluate
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--weights", default="tv_in1k")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--wr50-images", type=int, default=200)
-    parser.add_argument("--skip-wr50", action="store_true")
+    parser.add_argument("--skip-wr50", action="store_true", help="R18 only (an existing --json keeps its WR50 part)")
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,14 +115,18 @@ def main() -> None:
         print(json.dumps(bench_wr50_fit(n)))
         return
 
+    # With --skip-wr50 an existing JSON keeps its WR50 section (each section says when and at which commit it ran).
     results: dict = {}
+    if args.json and args.skip_wr50 and Path(args.json).is_file():
+        results = {k: v for k, v in json.loads(Path(args.json).read_text()).items() if k == "wr50_fit"}
+    stamp = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": git_commit()}
     data_root, weights = args.data_root, args.weights
     if not (Path(data_root) / args.category).is_dir() or (weights != "tv_in1k" and not Path(weights).is_file()):
         tmp = tempfile.mkdtemp()
         make_synthetic_category(tmp, args.category, n_train=64, n_test_good=16, n_test_defect=16, size=256)
         print(f"real data or weights absent: synthetic '{args.category}' (random-init weights) instead")
         data_root, weights = tmp, "none"
-    r = bench_r18(data_root, args.category, weights, args.repeats)
+    r = bench_r18(data_root, args.category, weights, args.repeats) | stamp
     results["r18"] = r
     print(f"R18-Rd100 on {r['category']} ({r['n_train']} train / {r['n_test']} test, {r['threads']} threads):")
     print(f"  fit {r['fit_s']:.1f} s  (backbone {r['fit_breakdown_s']['backbone_s']:.1f} s, "
@@ -134,7 +139,7 @@ def main() -> None:
     print(f"  metrics (image/pixel AUROC, PRO) {r['metrics_s']:.2f} s; peak RSS {r['peak_rss_mb']:.0f} MB")
     if not args.skip_wr50:
         n = args.wr50_images
-        results["wr50_fit"] = [in_subprocess("fit", n), in_subprocess("fit", 2 * n)]
+        results["wr50_fit"] = [in_subprocess("fit", n) | stamp, in_subprocess("fit", 2 * n) | stamp]
         for w in results["wr50_fit"]:
             print(f"WR50-Rd550 scale fit, {w['n_images']} images ({w['n_channels_total']} -> {w['d']} channels, "
                   f"grid {w['grid']}): {w['fit_s']:.0f} s, peak RSS {w['peak_rss_mb'] / 1024:.2f} GB, "

@@ -7,7 +7,6 @@ in ``_``, and one file holds everything needed to score new images.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -134,9 +133,8 @@ class Padim:
             "mean": self.mean_.cpu(),
             "precision": self.precision_.cpu(),
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
+        # Streamed into the temporary file: an in-memory copy would double the peak (3.5 GiB for WR50-Rd550).
+        return atomic_write(path, lambda fh: torch.save(state, fh))
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, progress: bool | None = None) -> Padim:
