@@ -204,7 +204,9 @@ def _run_one(
         status.status = "ran"
     except Exception as exc:  # one failing category must not stop the others
         status.status = "failed"
-        status.reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        # A notebook's error carries the original exception's name and message (papermill's ename / evalue).
+        name, message = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+        status.reason = f"{name}: {message}".strip()[:2000]
         traceback.print_exc()
     status.seconds = round(time.perf_counter() - t0, 1)
 
