@@ -616,7 +616,8 @@ def layers_category(emb: Embeddings, sigma: float = 4.0, epsilon: float = 0.01, 
     everything = torch.arange(emb.n_channels)
     with VariantRows("layers", workers) as out:
         jobs = [out.add(emb, lambda layer=layer: _layer_distances(emb, layer, epsilon, device), sigma,
-                        f"{layer} only", "layer", d=emb.layer_block(layer).numel()) for layer in emb.layers]  # fmt: skip
+                        f"{layer} only", "layer", d=emb.layer_block(layer).numel())
+                for layer in emb.layers]  # fmt: skip
         out.add(emb, lambda: cached_distances(emb, _channels_spec(everything), lambda: variant_distances(
             position_gaussians(emb.train, device=device), emb.test, epsilon=epsilon), epsilon), sigma,
             f"all{emb.n_channels} (concatenated)", "all", d=emb.n_channels)  # fmt: skip
@@ -760,7 +761,9 @@ def run_experiment(
         "categories": timings,
         "last_invocation_seconds": round(time.perf_counter() - t_all, 1),
         "device": str(compute_device),
-        "torch_threads": torch.get_num_threads(),
+        "workers": WORKERS,
+        "linalg_threads": LINALG_THREADS,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         **provenance(),
     })  # fmt: skip
     return table[table.category.isin(categories)].reset_index(drop=True)
@@ -909,14 +912,16 @@ def timing_summary(results_root: str | Path, experiment: str, categories: Sequen
         if categories and cat not in categories:
             continue
         if t.get("reused"):
+            earlier = f", computed earlier in {t['seconds']:.0f} s" if "seconds" in t else ""
             lines.append(f"- **{cat}**: read back from `{results_path(results_root, experiment)}` (same data, "
-                         "weights and parameters; `force=True` recomputes)")  # fmt: skip
+                         f"weights and parameters{earlier}; `force=True` recomputes)")  # fmt: skip
         else:
             cached = ", ".join(f"{k}: {'cache' if v else 'backbone'}" for k, v in t["embeddings_from_cache"].items())
             lines.append(f"- **{cat}**: computed in {t['seconds']:.0f} s, of which {t['embeddings_seconds']:.0f} s "
                          f"for the embeddings ({cached})")  # fmt: skip
     lines.append(f"- this invocation: {side['last_invocation_seconds']:.0f} s on {side['device']} "
-                 f"({side['torch_threads']} torch threads)")  # fmt: skip
+                 f"({side.get('workers', '?')} worker threads with {side.get('linalg_threads', '?')} torch thread "
+                 f"each; load average {side.get('load_average', '?')} at the end)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -950,18 +955,28 @@ def plot_n_features(df: pd.DataFrame):
                 for cat, cs in sub.groupby("category"):
                     per = cs.groupby("d")[metric].mean() * 100
                     ax.plot(per.index, per.values, ":", lw=0.9, label=f"random, {cat}")
+        first = True
         for label, values in paper.items():
             if metric in values:
                 d = 448 if "448" in label else int("".join(ch for ch in label.split()[0] if ch.isdigit()))
-                ax.plot(d, values[metric], "kx", ms=8)
+                ax.plot(d, values[metric], "kx", ms=8, label="paper (mean of 15 categories)" if first else None)
+                first = False
                 ax.annotate(f"paper {label.split()[0]}", (d, values[metric]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
         ax.set(xscale="log", xlabel="d (kept dimensions)", ylabel=f"{METRIC_LABEL[metric]} (%)",
                title=METRIC_LABEL[metric])  # fmt: skip
         ax.set_xticks(sorted(df.d.unique()), [str(int(d)) for d in sorted(df.d.unique())])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    return _legend_below(fig, axes[1])  # the pixel AUROC panel also has the paper's points
+
+
+def _legend_below(fig, ax):
+    """One legend for the figure, below its panels."""
+    handles, labels = ax.get_legend_handles_labels()
+    ncol = min(len(labels), 6)
+    rows = -(-len(labels) // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.01, 1, 1))
     return fig
 
 
@@ -980,15 +995,13 @@ def _grouped_bars(df: pd.DataFrame, by: str, order: Sequence[str], paper: dict[s
         ax.bar(x + len(cats) * width, [mean.get(o, np.nan) for o in order], width, label="mean", color="gray")
         if paper:
             px = [i for i, o in enumerate(order) if metric in paper.get(o, {})]
-            ax.plot(x[px] + 0.4 - width / 2, [paper[order[i]][metric] for i in px], "kx", ms=9,
-                    label="paper (mean of 15)")  # fmt: skip
+            ax.plot(x[px] + len(cats) * width, [paper[order[i]][metric] for i in px], "kx", ms=9, mew=2,
+                    label="paper (mean of 15)")  # on our mean's bar  # fmt: skip
         lo = np.nanmin(vals.to_numpy()) if len(vals) else 0
         ax.set(ylim=(max(0, lo - 5), 100.5), title=METRIC_LABEL[metric], ylabel="%")
         ax.set_xticks(x + 0.4 - width / 2, order, rotation=20, ha="right", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _legend_below(fig, axes[0])
 
 
 def plot_layers(df: pd.DataFrame):
@@ -1013,9 +1026,7 @@ def plot_sigma(df: pd.DataFrame):
         ax.axvline(4, color="r", ls="--", lw=0.8, label="paper: sigma = 4")
         ax.set(xlabel="sigma of the Gaussian blur (px, 0 = none)", ylabel="%", title=METRIC_LABEL[metric])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _legend_below(fig, axes[0])
 
 
 def plot_protocol(df: pd.DataFrame):
