@@ -33,10 +33,10 @@ import torch
 from . import reference
 from .artifacts import atomic_write, provenance, write_json, write_npz
 from .config import PadimConfig
-from .data import MVTecDataset, batches, list_categories
-from .metrics import aupro, evaluate, per_defect_image_auroc, pixel_auroc
-from .model import Padim
+from .data import list_categories
+from .metrics import aupro, per_defect_image_auroc, pixel_auroc
 from .report import METRICS, run_or_load
+from .runner import fit_evaluate
 
 BEYOND = "beyond"
 #: Experiment name -> notebook (``notebooks/NAME.ipynb``, executed into ``book/beyond/NAME.ipynb``).
@@ -74,40 +74,6 @@ def _categories(data_root: str | Path, categories: Sequence[str] | str | None) -
     return [c for c in categories if c in present]
 
 
-# -- one evaluated fit on given datasets ---------------------------------------------------------------------------
-def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset,
-                 progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
-    """Fit PaDiM on ``train``, score ``test`` and evaluate: metrics, the predictions and timings.
-
-    Returns ``{"metrics": evaluate(...), "maps", "masks", "scores", "labels", "defect_types", "timings",
-    "weights_id", "n_channels_total", "d"}`` (arrays as numpy).
-    """
-    model = Padim(config, progress=progress)
-    t0 = time.perf_counter()
-    model.fit(batches(train, config.batch_size))
-    fit_s = time.perf_counter() - t0
-    masks: list[torch.Tensor] = []
-
-    def images():
-        for x, m in batches(test, config.batch_size):
-            masks.append(m)
-            yield x
-
-    t0 = time.perf_counter()
-    maps, scores = model.predict(images())
-    predict_s = time.perf_counter() - t0
-    mask_arr = torch.cat(masks).numpy()
-    labels, types = test.labels, test.defect_types
-    t0 = time.perf_counter()
-    metrics = evaluate(maps, mask_arr, scores, labels, types)
-    metrics_s = time.perf_counter() - t0
-    return {
-        "metrics": metrics, "maps": maps, "masks": mask_arr, "scores": scores, "labels": labels,
-        "defect_types": types, "weights_id": model.weights_id_, "n_channels_total": model.extractor.n_channels,
-        "d": config.resolved_d or model.extractor.n_channels,
-        "timings": {"fit_s": fit_s, "predict_s": predict_s, "predict_per_image_s": predict_s / len(test),
-                    "metrics_s": metrics_s, "n_train": len(train), "n_test": len(test)},
-    }  # fmt: skip
 
 
 def per_defect_metrics(maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray,

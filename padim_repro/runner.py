@@ -16,7 +16,7 @@ import torch
 
 from .artifacts import provenance, sha256_file, write_json, write_npz
 from .config import PadimConfig
-from .data import batches, category_group, load_category
+from .data import MVTecDataset, batches, category_group, load_category
 from .metrics import evaluate
 from .model import Padim
 
@@ -44,6 +44,44 @@ def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
     return rec
 
 
+def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset,
+                 progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """Fit PaDiM on ``train``, score ``test`` and evaluate: metrics, the predictions and timings.
+
+    Returns ``{"metrics": evaluate(...), "maps", "masks", "scores", "labels", "defect_types", "timings",
+    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted :class:`Padim`).
+    """
+    model = Padim(config, progress=progress)
+    t0 = time.perf_counter()
+    model.fit(batches(train, config.batch_size))
+    fit_s = time.perf_counter() - t0
+    fit_breakdown = dict(model.timings_)
+    masks: list[torch.Tensor] = []
+
+    def images():
+        for x, m in batches(test, config.batch_size):
+            masks.append(m)
+            yield x
+
+    t0 = time.perf_counter()
+    maps, scores = model.predict(images())
+    predict_s = time.perf_counter() - t0
+    mask_arr = torch.cat(masks).numpy()
+    labels, types = test.labels, test.defect_types
+    t0 = time.perf_counter()
+    metrics = evaluate(maps, mask_arr, scores, labels, types)
+    metrics_s = time.perf_counter() - t0
+    return {
+        "metrics": metrics, "maps": maps, "masks": mask_arr, "scores": scores, "labels": labels,
+        "defect_types": types, "weights_id": model.weights_id_, "n_channels_total": model.extractor.n_channels,
+        "d": config.resolved_d or model.extractor.n_channels,
+        "model": model,
+        "timings": {"fit_s": fit_s, "fit_breakdown_s": fit_breakdown, "predict_s": predict_s,
+                    "predict_per_image_s": predict_s / len(test), "predict_breakdown_s": dict(model.timings_),
+                    "metrics_s": metrics_s, "n_train": len(train), "n_test": len(test)},
+    }  # fmt: skip
+
+
 def run_category(
     data_root: str | Path,
     category: str,
@@ -59,29 +97,10 @@ def run_category(
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     train, test = load_category(data_root, category, config.resize, config.crop, config.interpolation)
-    model = Padim(config, progress=progress)
-
-    t0 = time.perf_counter()
-    model.fit(batches(train, config.batch_size))
-    fit_s = time.perf_counter() - t0
-    fit_breakdown = dict(model.timings_)
-
-    masks: list[torch.Tensor] = []
-
-    def images_keeping_masks():
-        for x, m in batches(test, config.batch_size):
-            masks.append(m)
-            yield x
-
-    t0 = time.perf_counter()
-    maps, scores = model.predict(images_keeping_masks())
-    predict_s = time.perf_counter() - t0
-    mask_arr = torch.cat(masks).numpy()
-    labels, defect_types = test.labels, test.defect_types
-
-    t0 = time.perf_counter()
-    metrics = evaluate(maps, mask_arr, scores, labels, defect_types)
-    metrics_s = time.perf_counter() - t0
+    res = fit_evaluate(config, train, test, progress)
+    maps, mask_arr, scores = res["maps"], res["masks"], res["scores"]
+    labels, defect_types = res["labels"], res["defect_types"]
+    metrics, timings, model = res["metrics"], res["timings"], res["model"]
 
     record: dict[str, Any] = {
         **metrics,
@@ -90,9 +109,9 @@ def run_category(
         "backbone": config.backbone,
         "config": config.to_dict(),
         "config_key": config.key(),
-        "d": config.resolved_d or model.extractor.n_channels,
-        "n_channels_total": model.extractor.n_channels,
-        "weights": weights_record(config, model.weights_id_),
+        "d": res["d"],
+        "n_channels_total": res["n_channels_total"],
+        "weights": weights_record(config, res["weights_id"]),
         "data": {
             "root": str(data_root),
             "n_train": len(train),
@@ -100,15 +119,8 @@ def run_category(
             "n_test_defective": int(labels.sum()),
             "defect_types": sorted(set(defect_types) - {"good"}),
         },
-        "timings": {
-            "fit_s": fit_s,
-            "fit_breakdown_s": fit_breakdown,
-            "predict_s": predict_s,
-            "predict_per_image_s": predict_s / len(test),
-            "predict_breakdown_s": dict(model.timings_),
-            "metrics_s": metrics_s,
-            "total_s": time.perf_counter() - t_start,
-        },
+        "timings": {k: v for k, v in timings.items() if not k.startswith("n_")}
+        | {"total_s": time.perf_counter() - t_start},
         "device": str(model.device),
         "torch_threads": torch.get_num_threads(),
         **provenance(),
