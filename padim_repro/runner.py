@@ -49,7 +49,7 @@ def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset,
     """Fit PaDiM on ``train``, score ``test`` and evaluate: metrics, the predictions and timings.
 
     Returns ``{"metrics": evaluate(...), "maps", "masks", "scores", "labels", "defect_types", "timings",
-    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted :class:`Padim`).
+    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted :class:`~padim_repro.model.Padim`).
     """
     model = Padim(config, progress=progress)
     t0 = time.perf_counter()

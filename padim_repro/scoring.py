@@ -75,7 +75,7 @@ def anomaly_maps(distances: torch.Tensor, size: int, sigma: float) -> torch.Tens
     """Bilinear upsampling of (B, h, w) distances to (B, size, size), then the Gaussian blur (Sec. 3.3, 4.1).
 
     Computed exactly as ``gaussian_blur(F.interpolate(..., mode="bilinear"), sigma)`` would, through the separable
-    linear operators of :func:`_axis_operator`.
+    linear operators of ``_axis_operator``.
     """
     _, h, w = distances.shape
     a_h = _axis_operator(h, size, float(sigma), distances.dtype, distances.device)
