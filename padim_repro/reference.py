@@ -49,3 +49,10 @@ def paper_value(table: pd.DataFrame, model: str, category: str, metric: str) -> 
         return None
     row = rows.iloc[0]
     return float(row.value_percent), str(row.source)
+
+
+def repro_value(table: pd.DataFrame, short: str, backbone: str, category: str, metric: str) -> float | None:
+    """A reproduction's value (fraction) for our ``backbone`` name, or None when it does not report it."""
+    rows = table[(table.short == short) & (table.backbone == REPRO_BACKBONE.get(backbone))
+                 & (table.category == category) & (table.metric == metric)]  # fmt: skip
+    return float(rows.value.iloc[0]) if len(rows) else None

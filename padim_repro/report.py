@@ -43,9 +43,8 @@ def metrics_table(record: dict[str, Any]) -> pd.DataFrame:
         cell = reference.paper_value(paper, reference.PAPER_MODEL.get(backbone, ""), category, metric)
         row["paper"] = f"{cell[0]:.1f} ({cell[1]})" if cell else "not published"
         for short in reference.REPRO_SHORT.values():
-            r = repro[(repro.short == short) & (repro.backbone == reference.REPRO_BACKBONE.get(backbone))
-                      & (repro.category == category) & (repro.metric == metric)]  # fmt: skip
-            row[short] = f"{100 * r.value.iloc[0]:.1f}" if len(r) else "—"
+            value = reference.repro_value(repro, short, backbone, category, metric)
+            row[short] = f"{100 * value:.1f}" if value is not None else "—"
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric").round(2)
 
@@ -93,9 +92,8 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             out[f"{metric} Δ paper"] = ours - cell[0] if cell else np.nan
             if metric != "pro":
                 for short in reference.REPRO_SHORT.values():
-                    q = repro[(repro.short == short) & (repro.backbone == reference.REPRO_BACKBONE.get(r.backbone))
-                              & (repro.category == r.category) & (repro.metric == metric)]  # fmt: skip
-                    out[f"{metric} {short}"] = 100 * q.value.iloc[0] if len(q) else np.nan
+                    value = reference.repro_value(repro, short, r.backbone, r.category, metric)
+                    out[f"{metric} {short}"] = 100 * value if value is not None else np.nan
                     out[f"{metric} Δ {short}"] = ours - out[f"{metric} {short}"]
         out["note"] = r.reason if r.status not in ("ran", "cached") else ""
         rows.append(out)
