@@ -20,7 +20,7 @@ SEED      ?= 1024
 WEIGHTS   ?= $(if $(filter wide_resnet50_2,$(BACKBONE)),$(WEIGHTS_WIDE_RESNET50_2),$(WEIGHTS_RESNET18))
 FORCE     ?=
 
-.PHONY: setup test bench category reproduce runs ablations book clean-book
+.PHONY: setup test bench category reproduce data runs ablations book clean-book
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,13 @@ category: setup
 	  --weights $(WEIGHTS) --layers $(LAYERS) --sigma $(SIGMA) --seed $(SEED) --device $(DEVICE) \
 	  --results $(RESULTS) $(if $(D),--d $(D)) $(if $(FORCE),--force)
 
+# MVTec AD into DATA_ROOT (about 4.9 GB): resumable, sha256-checked, extracted safely. MVTEC_URL: a mirror.
+MVTEC_URL ?=
+MVTEC_SHA256 ?=
+data: setup
+	$(PY) -m padim_repro download --data-root $(DATA_ROOT) $(if $(MVTEC_URL),--url $(MVTEC_URL)) \
+	  $(if $(MVTEC_SHA256),--sha256 $(MVTEC_SHA256))
+
 # Every category present x both backbones (resumable), then the results tables.
 runs: setup
 	$(PY) -m padim_repro reproduce --data-root $(DATA_ROOT) --results $(RESULTS) --device $(DEVICE) \
@@ -59,6 +66,8 @@ runs: setup
 # Everything: the runs, the ablations, the experiments beyond the paper, the cost benchmarks, then the book. A step
 # that fails does not stop the later ones (the book shows what exists); the exit status reports the failure.
 reproduce: setup
+	$(PY) -m padim_repro download --data-root $(DATA_ROOT) --if-empty $(if $(MVTEC_URL),--url $(MVTEC_URL)) \
+	  $(if $(MVTEC_SHA256),--sha256 $(MVTEC_SHA256))
 	@fail=0; \
 	$(MAKE) --no-print-directory runs || fail=1; \
 	$(MAKE) --no-print-directory ablations || fail=1; \

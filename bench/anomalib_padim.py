@@ -51,14 +51,13 @@ os.environ.setdefault("TIMM_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+import anomalib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from anomalib.models.image.padim.torch_model import PadimModel  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
-
-import anomalib  # noqa: E402
-from anomalib.models.image.padim.torch_model import PadimModel  # noqa: E402
 
 BACKBONE = "resnet18"
 LAYERS = ["layer1", "layer2", "layer3"]

@@ -1,4 +1,4 @@
-"""Wall time of the ablation suite (padim_repro.ablations), cold or warm, without the notebooks.
+"""Wall time of the ablation suite (padim_repro.study.ablations), cold or warm, without the notebooks.
 
     .venv/bin/python bench/bench_ablations.py --data-root ../shared/mvtec_ad \
         --weights ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth --categories bottle,transistor
@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from padim_repro import ablations as ab
-from padim_repro.artifacts import provenance, write_json
+from padim_repro.storage import write_json
+from padim_repro.study import ablations as ab
+from padim_repro.study.provenance import provenance
 
 
 def main() -> int:

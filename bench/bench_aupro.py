@@ -1,4 +1,4 @@
-"""Benchmark ``padim_repro.metrics.aupro`` on a test-set-sized input.
+"""Benchmark ``padim_repro.metrics.pro.aupro`` on a test-set-sized input.
 
 Generates 100 seeded random anomaly maps of 224x224 (the PaDiM input size)
 with ground-truth masks made of elliptical blobs (about 70 % defective images,

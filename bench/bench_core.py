@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from padim_repro.artifacts import git_commit
 from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
 from padim_repro.metrics import evaluate
 from padim_repro.model import Padim
-from padim_repro.synthetic import make_synthetic_category
+from padim_repro.study.provenance import git_commit
+from padim_repro.study.synthetic import make_synthetic_category
 
 
 def peak_rss_mb() -> float:
@@ -148,7 +148,7 @@ def main() -> None:
         print(f"  peak RSS ratio {2 * n} vs {n} images: {b2['peak_rss_mb'] / a['peak_rss_mb']:.3f} "
               "(flat = 1.0; target <= 8 GB)")
     if args.json:
-        from padim_repro.artifacts import write_json
+        from padim_repro.storage import write_json
 
         write_json(args.json, results)
 

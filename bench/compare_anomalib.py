@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from padim_repro.artifacts import write_json
+from padim_repro.storage import write_json
 
 HERE = Path(__file__).resolve().parent
 ANOMALIB_PY = HERE.parent / ".venv-anomalib" / "bin" / "python"
@@ -33,7 +33,7 @@ def export_weights(spec: str) -> str:
     """Save the ResNet-18 weights ``spec`` resolves to (e.g. the hub's tv_in1k) as a state-dict file."""
     import torch
 
-    from padim_repro.features import build_backbone
+    from padim_repro.backbones import build_backbone
 
     model, _ = build_backbone("resnet18", ("layer1", "layer2", "layer3"), spec, seed=0)
     path = Path(tempfile.mkdtemp()) / "resnet18.pth"

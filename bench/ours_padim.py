@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from padim_repro.artifacts import package_versions, write_json
 from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
 from padim_repro.metrics import image_auroc, pixel_auroc
 from padim_repro.model import Padim
+from padim_repro.storage import package_versions, write_json
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""``python -m padim_repro``: see :mod:`padim_repro.cli`."""
+"""``python -m padim_repro``: see :mod:`padim_repro.study.cli`."""
 
 import sys
 
-from .cli import main
+from .study.cli import main
 
 sys.exit(main())

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 #: The paper's number of randomly kept channels per backbone (Sec. 4.1: "Rd100" and "Rd550").
 PAPER_D: dict[str, int] = {"resnet18": 100, "wide_resnet50_2": 550}
 
@@ -105,3 +107,10 @@ class PadimConfig:
         fields["d"] = self.resolved_d
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` gives CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -19,7 +19,7 @@ import torch
 _CHUNK_BYTES = 256 * 2**20
 
 
-def _position_slices(n_positions: int, dim: int) -> list[slice]:
+def position_slices(n_positions: int, dim: int) -> list[slice]:
     """Slices of positions whose float64 (d, d) matrices fit in the chunk budget."""
     step = max(1, _CHUNK_BYTES // (8 * dim * dim))
     return [slice(start, start + step) for start in range(0, n_positions, step)]
@@ -38,13 +38,18 @@ def regularized_precision(cov: torch.Tensor, epsilon: float = 0.01) -> torch.Ten
 
 
 class GaussianAccumulator:
-    """Streaming per-position mean and covariance of embeddings of shape (B, d, P) or (B, d, H, W)."""
+    """Streaming per-position mean and covariance of embeddings of shape (B, d, P) or (B, d, H, W).
 
-    def __init__(self, dim: int, n_positions: int, device: torch.device | str = "cpu"):
+    ``dtype`` is the storage of the running co-moment: float32 (the default, what :class:`~padim_repro.model.Padim`
+    uses) or float64.
+    """
+
+    def __init__(self, dim: int, n_positions: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):  # fmt: skip
         self.dim, self.n_positions = dim, n_positions
         self.n = 0
         self.mean = torch.zeros(n_positions, dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(n_positions, dim, dim, dtype=torch.float32, device=device)
+        self.m2 = torch.zeros(n_positions, dim, dim, dtype=dtype, device=device)
 
     def update(self, embeddings: torch.Tensor) -> None:
         """Add a batch of embeddings (B, d, P) or (B, d, H, W)."""
@@ -56,14 +61,28 @@ class GaussianAccumulator:
         n = self.n + nb
         batch_mean = x.mean(dim=1)  # (P, d)
         delta = batch_mean - self.mean
-        for sl in _position_slices(self.n_positions, self.dim):
+        for sl in position_slices(self.n_positions, self.dim):
             xc = x[sl] - batch_mean[sl, None, :]
             m2b = xc.transpose(1, 2) @ xc  # (p, d, d) batch co-moment about the batch mean
             if self.n:
                 m2b += delta[sl, :, None] * delta[sl, None, :] * (self.n * nb / n)
-            self.m2[sl] += m2b.to(torch.float32)
+            self.m2[sl] += m2b.to(self.m2.dtype)
         self.mean += delta * (nb / n)
         self.n = n
+
+    def _check_count(self) -> None:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 training images to estimate a covariance, got {self.n}")
+
+    def covariance(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (P, d) float64 and the unbiased covariance 1/(N-1) sum_k (x_k - mu)(x_k - mu)^T (P, d, d) in
+        ``dtype``, without the epsilon I of Eq. 1 (for statistics of sub-blocks or projections of the embedding,
+        which :func:`regularized_precision` then turns into precisions). Computed chunk of positions by chunk."""
+        self._check_count()
+        cov = torch.empty(self.m2.shape, dtype=dtype, device=self.m2.device)
+        for sl in position_slices(self.n_positions, self.dim):
+            cov[sl] = (self.m2[sl].to(torch.float64) / (self.n - 1)).to(dtype)
+        return self.mean, cov
 
     def finalize(self, epsilon: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (P, d) and precision (Sigma + epsilon I)^-1 (P, d, d), both float32.
@@ -71,9 +90,8 @@ class GaussianAccumulator:
         The precision is computed by Cholesky factorisation (float64, chunk by chunk) and written over the
         co-moment buffer, so the accumulator cannot be updated afterwards.
         """
-        if self.n < 2:
-            raise ValueError(f"need at least 2 training images to estimate a covariance, got {self.n}")
-        for sl in _position_slices(self.n_positions, self.dim):
+        self._check_count()
+        for sl in position_slices(self.n_positions, self.dim):
             cov = self.m2[sl].to(torch.float64) / (self.n - 1)
             self.m2[sl] = regularized_precision(cov, epsilon).to(torch.float32)
         precision, self.m2 = self.m2, None  # type: ignore[assignment]

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import atomic_write, package_versions
-from .config import PadimConfig
-from .features import FeatureExtractor, resolve_device
+from .config import PadimConfig, resolve_device
+from .features import FeatureExtractor
 from .gaussian import GaussianAccumulator
 from .scoring import anomaly_maps, image_scores, mahalanobis
+from .storage import atomic_write, package_versions
 
 #: Version of the saved-model format; bumped whenever its content changes meaning.
 FORMAT_VERSION = 1

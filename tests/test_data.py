@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-try:
-    from conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
-except ImportError:  # tests/ made a package
-    from .conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
+from conftest import GRAY_CATEGORY, RGB_CATEGORY, SYNTHETIC_SIZE
 from PIL import Image
 from torchvision import transforms as T
 

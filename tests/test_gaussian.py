@@ -93,7 +93,7 @@ def test_chunked_positions_match(monkeypatch: pytest.MonkeyPatch) -> None:
     x = _embeddings(9, 4, 3, 3, offset=50.0)
     mean_a, prec_a = _accumulate(x, [4, 5]).finalize(0.01)
     monkeypatch.setattr(gaussian, "_CHUNK_BYTES", 8 * 4 * 4)
-    assert len(gaussian._position_slices(9, 4)) == 9
+    assert len(gaussian.position_slices(9, 4)) == 9
     mean_b, prec_b = _accumulate(x, [4, 5]).finalize(0.01)
     assert torch.equal(mean_a, mean_b)
     torch.testing.assert_close(prec_a, prec_b, rtol=1e-6, atol=1e-6)

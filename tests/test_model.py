@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-try:
-    from conftest import RGB_CATEGORY, SHARED_WEIGHTS, requires_shared_weights
-except ImportError:  # tests/ made a package
-    from .conftest import RGB_CATEGORY, SHARED_WEIGHTS, requires_shared_weights
+from conftest import RGB_CATEGORY, SHARED_WEIGHTS, requires_shared_weights
 
 from padim_repro.config import PadimConfig
 from padim_repro.data import load_category

@@ -1,0 +1,62 @@
+"""What the experiments beyond the paper share: their results folder, CSV files, categories, per-defect metrics."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...data import list_categories
+from ...metrics import aupro, per_defect_image_auroc, pixel_auroc
+from ...storage import atomic_write
+
+BEYOND = "beyond"
+
+
+def beyond_dir(results_root: str | Path) -> Path:
+    """``RESULTS/beyond``, where every experiment beyond the paper keeps its CSV and JSON files."""
+    return Path(results_root) / BEYOND
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> Path:
+    """Atomically write ``df`` as CSV without its index."""
+    return atomic_write(path, lambda fh: fh.write(df.to_csv(index=False).encode()))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV; hashes stay strings (a key of digits only must not turn into a number)."""
+    return pd.read_csv(path, dtype={"config_key": str, "weights_id": str})
+
+
+def present_categories(data_root: str | Path, categories: Sequence[str] | str | None) -> list[str]:
+    """The asked categories (all present by default) that exist under ``data_root``; the absent ones are named."""
+    present = list_categories(data_root)
+    if not categories:
+        return present
+    if isinstance(categories, str):
+        categories = [c.strip() for c in categories.split(",") if c.strip()]
+    absent = [c for c in categories if c not in present]
+    if absent:
+        print(f"not run (absent under {data_root}): {', '.join(absent)}", file=sys.stderr)
+    return [c for c in categories if c in present]
+
+
+
+
+def per_defect_metrics(maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                       defect_types: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+    """Image AUROC, pixel AUROC and PRO of each defect type, each on that type's images plus all good images
+    (image AUROC by :func:`~padim_repro.metrics.roc.per_defect_image_auroc`); fractions, one row per type."""
+    types = np.asarray(defect_types, dtype=object)
+    good = types == "good"
+    image = per_defect_image_auroc(scores, labels, list(types))
+    rows = []
+    for defect in sorted(image):
+        sel = good | (types == defect)
+        rows.append({"scope": defect, "n defective": int((types == defect).sum()), "n good": int(good.sum()),
+                     "image_auroc": image[defect], "pixel_auroc": pixel_auroc(maps[sel], masks[sel]),
+                     "pro": aupro(maps[sel], masks[sel])})  # fmt: skip
+    return pd.DataFrame(rows)

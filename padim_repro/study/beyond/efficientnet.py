@@ -1,0 +1,111 @@
+"""Beyond the paper: PaDiM with an ImageNet EfficientNet backbone beside PaDiM-R18-Rd100.
+
+The paper's best image-level model uses EfficientNet-B5 (Table V), whose weights cannot be had offline; here the
+local EfficientNet-Lite0 weights (:func:`padim_repro.backbones.lite0_checkpoint`) in timm's
+``tf_efficientnet_lite0``, with the paper's levels 2, 4 and 5 (:func:`padim_repro.backbones.paper_layers`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+
+from ... import backbones as B
+from ...config import PadimConfig
+from ...features import select_channels
+from ...storage import write_json
+from ..provenance import provenance
+from ..report import METRICS
+from ..runs import run_or_load
+from .common import beyond_dir, present_categories, read_csv, write_csv
+
+
+def describe_levels(backbone: str, levels: Sequence[int] = B.PAPER_LEVELS) -> pd.DataFrame:
+    """One row per level used: timm module, stage, the blocks it ends with (flat index, 0-based, over all MBConv
+    blocks as the ``efficientnet_pytorch`` packages number them), channels and stride, read from the model."""
+    with torch.device("meta"):
+        model = timm.create_model(backbone, pretrained=False)
+        probe = timm.create_model(backbone, features_only=True, pretrained=False)
+    depths = [len(stage) for stage in model.blocks]
+    info = {m: (c, r) for m, c, r in zip(probe.feature_info.module_name(), probe.feature_info.channels(),
+                                          probe.feature_info.reduction())}  # fmt: skip
+    rows = []
+    for level, module in zip(levels, B.paper_layers(backbone, levels)):
+        stage = int(module.split(".")[1])
+        first = sum(depths[:stage])
+        channels, stride = info[module]
+        rows.append({"level": level, "timm module": module, "stage (0-based, of 7)": stage,
+                     "blocks of the stage (flat, 0-based)": f"{first}-{first + depths[stage] - 1}",
+                     "output = end of block": first + depths[stage] - 1, "channels": channels, "stride": stride,
+                     "grid at 224": 224 // stride})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def lite0_weights_spec() -> str:
+    """:func:`~padim_repro.backbones.lite0_checkpoint` as a ``weights`` spec: relative to the working folder when inside it (a virtual
+    environment in the repository gives the same spec, hence the same run keys, on every machine), else absolute."""
+    path = B.lite0_checkpoint().resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def efficientnet_experiment(data_root: str | Path, results_root: str | Path, weights_r18: str,
+                            effnet_weights: str | None = None, effnet_backbone: str | None = None,
+                            effnet_d: Sequence[int | None] = (100, 0), categories: Sequence[str] | str | None = None,
+                            force: bool = False, **config: Any) -> pd.DataFrame:  # fmt: skip
+    """PaDiM-R18-Rd100 and PaDiM-EfficientNet (the paper's levels 2, 4, 5; ``effnet_d`` kept channels each, 0 =
+    all) on each category, as ordinary runs (:func:`~padim_repro.study.runs.run_or_load`); one row per
+    (category, model) in ``RESULTS/beyond/efficientnet.csv``, metrics as fractions. Rows already there (same
+    category and config key) are kept and not recomputed unless ``force``; the JSON beside the CSV records the
+    configurations of the last call.
+
+    Defaults: the local EfficientNet-Lite0 ImageNet weights in ``tf_efficientnet_lite0``.
+    """
+    backbone = effnet_backbone or B.LITE0_BACKBONE
+    weights = effnet_weights or lite0_weights_spec()
+    out = beyond_dir(results_root) / "efficientnet.csv"
+    configs = [("PaDiM-R18-Rd100", PadimConfig(weights=weights_r18, **config))]
+    for d in effnet_d:
+        c = PadimConfig(backbone=backbone, layers=B.paper_layers(backbone), d=d, weights=weights, **config)
+        configs.append((f"PaDiM-{backbone}-{'Rd' + str(c.resolved_d) if c.resolved_d else 'all'}", c))
+    wanted = [(category, name, c) for category in present_categories(data_root, categories) for name, c in configs]
+    rows = read_csv(out).to_dict("records") if out.is_file() else []
+    have = {(r["category"], r["config_key"]) for r in rows}
+    t_start = time.perf_counter()
+    for category, name, c in wanted:
+        if (category, c.key()) in have and not force:
+            continue
+        record, _, run_dir = run_or_load(category, data_root, results_root, c, force=force)
+        rows = [r for r in rows if (r["category"], r["config_key"]) != (category, c.key())]
+        rows.append({"category": category, "model": name, "backbone": c.backbone, "layers": ",".join(c.layers),
+                     "d": record["d"], "n_channels_total": record["n_channels_total"],
+                     **{m: record[m] for m in METRICS}, "fit_s": record["timings"]["fit_s"],
+                     "predict_per_image_s": record["timings"]["predict_per_image_s"],
+                     "weights_id": record["weights"]["fingerprint"], "config_key": c.key(),
+                     "run_dir": str(Path(run_dir).relative_to(results_root))})  # fmt: skip
+        write_csv(out, pd.DataFrame(rows))
+    write_json(out.with_suffix(".json"), {"configs": {n: c.to_dict() for n, c in configs},
+               "wall_s_last_call": time.perf_counter() - t_start, **provenance()})  # fmt: skip
+    by_key = {(r["category"], r["config_key"]): r for r in rows}
+    return pd.DataFrame([by_key[(category, c.key())] for category, _, c in wanted])
+
+
+def kept_channels_per_layer(backbone: str, layers: Sequence[str], d: int | None, seed: int = 1024) -> pd.Series:
+    """How many of the ``d`` randomly kept channels (PaDiM's seeded selection) come from each layer."""
+    with torch.device("meta"):
+        probe = timm.create_model(backbone, features_only=True, pretrained=False,
+                                  out_indices=B.layer_indices(backbone, layers))  # fmt: skip
+    channels = list(probe.feature_info.channels())
+    kept = select_channels(sum(channels), d or None, seed).numpy()
+    edges = np.cumsum([0] + channels)
+    return pd.Series({f"{name} ({c})": int(((kept >= lo) & (kept < hi)).sum()) for name, c, lo, hi
+                      in zip(layers, channels, edges[:-1], edges[1:])})  # fmt: skip
