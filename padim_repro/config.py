@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,59 @@ PAPER_D: dict[str, int] = {"resnet18": 100, "wide_resnet50_2": 550}
 
 #: Interpolation names accepted for the first resize.
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
+
+#: Accepted ``device`` spellings: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def _flag(name: str) -> str:
+    """The command-line option of field ``name`` (``batch_size`` -> ``--batch-size``), for the hints of messages."""
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value: object) -> bool:
+    """An integer (numpy's included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A real number (ints, floats, numpy scalars), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: object) -> bool:
+    """A real number that is finite as a float: not NaN, not +-inf, not an int too large for a float, not a bool."""
+    if not _is_real(value):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except OverflowError:
+        return False
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    """``value`` must be an integer >= ``low``; else a one-line ValueError naming the field and its option."""
+    if not _is_int(value) or value < low:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}; pass {_flag(name)} N with N >= {low}")
+
+
+def _check_name(name: str, value: object, example: str) -> None:
+    """``value`` must be a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}; pass e.g. {_flag(name)} {example}")
+
+
+def _checked_layers(layers: object) -> tuple[str, ...]:
+    """``layers`` as a tuple of non-empty names (a list or tuple of them; a bare string is refused)."""
+    hint = "pass e.g. --layers layer1,layer2,layer3"
+    if isinstance(layers, str) or not isinstance(layers, Iterable):
+        raise ValueError(f"layers must be a list of layer names, got {layers!r}; {hint}")
+    out = tuple(layers)
+    if not out:
+        raise ValueError(f"layers: at least one layer is needed; {hint}")
+    if not all(isinstance(x, str) and x for x in out):
+        raise ValueError(f"layers must be non-empty layer names, got {list(out)!r}; {hint}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,11 +89,13 @@ class PadimConfig:
         layers: feature levels whose maps are concatenated (Sec. 3.1), timm module names such as ``layer1``.
         d: number of channels kept by random selection (Sec. 3.1 / Table II); ``None`` means the paper's value for
             the backbone (100 / 550) or every channel for other backbones; ``0`` keeps every channel.
-        seed: seed of the random channel selection and of random weights (``weights="none"``).
-        epsilon: regularisation added to each covariance, Sigma + epsilon * I (Sec. 3.2, Eq. 1).
+        seed: seed of the random channel selection and of random weights (``weights="none"``); an integer >= 0.
+        epsilon: regularisation added to each covariance, Sigma + epsilon * I (Sec. 3.2, Eq. 1); finite and > 0
+            (with 0 a rank-deficient covariance, e.g. fewer images than channels, cannot be inverted).
         sigma: standard deviation of the Gaussian blur of the anomaly map in pixels (Sec. 4.1); 0 disables it.
-        resize: side of the first resize (Sec. 4.1: 256).
-        crop: side of the center crop (Sec. 4.1: 224).
+            Finite, with the blur radius int(4 * sigma + 0.5) smaller than the map (``crop``): sigma < (crop - 0.5) / 4.
+        resize: side of the first resize (Sec. 4.1: 256), >= 1.
+        crop: side of the center crop (Sec. 4.1: 224), 1 to ``resize``; also the side of the anomaly map.
         interpolation: interpolation of the first resize of the images (masks always use nearest).
         weights: ``tv_in1k`` (torchvision ImageNet weights via timm's hub), a path to a local checkpoint, or
             ``none`` (random init, only meaningful for tests).
@@ -60,21 +119,42 @@ class PadimConfig:
     runtime_fields: tuple[str, ...] = field(default=("batch_size", "device"), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.layers:
-            raise ValueError("layers: at least one layer is needed")
-        if self.d is not None and self.d < 0:
-            raise ValueError(f"d must be >= 0 (0 keeps every channel), got {self.d}")
-        if self.epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
-        if self.sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
+        """Refuse, with a one-line message naming the field (as the command line spells it) and what to do, any
+        value that would fail later or silently give wrong numbers: wrong types (e.g. from :meth:`from_dict`),
+        non-finite or non-positive ``epsilon``, non-finite ``sigma`` or one whose blur radius does not fit the
+        anomaly map, sizes below 1, an unknown ``device`` spelling."""
+        object.__setattr__(self, "layers", _checked_layers(self.layers))
+        _check_name("backbone", self.backbone, "resnet18")
+        _check_name("weights", self.weights, "tv_in1k")
+        if self.d is not None and (not _is_int(self.d) or self.d < 0):
+            raise ValueError(f"d must be an integer >= 0 (0 keeps every channel), got {self.d!r}; "
+                             "pass --d N or leave it out for the paper's value")  # fmt: skip
+        _check_int("seed", self.seed, 0)
+        if not _finite(self.epsilon) or self.epsilon <= 0:
+            raise ValueError(f"epsilon must be a finite number > 0, got {self.epsilon!r}; pass e.g. --epsilon 0.01")
+        _check_int("resize", self.resize, 1)
+        _check_int("crop", self.crop, 1)
         if self.crop > self.resize:
-            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
-        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize}); pass --crop <= --resize")
+        self._check_sigma()
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        _check_int("batch_size", self.batch_size, 1)
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}; "
+                             "pass --device auto, cpu or cuda")  # fmt: skip
+
+    def _check_sigma(self) -> None:
+        """``sigma`` finite, >= 0, and its blur radius int(4 * sigma + 0.5) smaller than the anomaly map (the crop),
+        which the blur's symmetric padding needs (:mod:`padim_repro.scoring`)."""
+        if not _finite(self.sigma) or self.sigma < 0:
+            raise ValueError(f"sigma must be a finite number >= 0 (0 disables the blur), got {self.sigma!r}; "
+                             "pass e.g. --sigma 4")  # fmt: skip
+        # int(x) < crop <=> x < crop for x >= 0 and an integer crop; written so that a huge sigma cannot overflow
+        if not 4 * float(self.sigma) + 0.5 < self.crop:
+            raise ValueError(f"sigma must be < {(self.crop - 0.5) / 4} for crop {self.crop} (the blur radius "
+                             f"int(4 * sigma + 0.5) must be smaller than the {self.crop}-pixel anomaly map), got "
+                             f"{self.sigma!r}; pass a smaller --sigma or a larger --crop")  # fmt: skip
 
     @property
     def resolved_d(self) -> int | None:
@@ -91,7 +171,10 @@ class PadimConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PadimConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys, and values of the wrong type or out of range (validated as in
+        the checks of ``__post_init__``), are a ValueError naming the field."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a PadimConfig is read from a dict of its fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)} - {"runtime_fields"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -110,7 +193,23 @@ class PadimConfig:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` gives CUDA when available, else CPU."""
+    """The torch device of a ``device`` option: ``auto`` gives CUDA when available, else CPU.
+
+    A ValueError with a one-line message naming the option, rather than a failure deep inside torch, when the
+    spelling is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, when CUDA is asked for but unavailable, or when
+    ``cuda:N`` is beyond the devices present.
+    """
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}; use --device cpu or auto")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu or auto")
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"device {device!r} was asked for but only {count} CUDA device(s) are present "
+                         f"(cuda:0 to cuda:{count - 1}); use --device cuda:0, cpu or auto")  # fmt: skip
     return torch.device(device)

@@ -3,7 +3,7 @@
 
 Layout: ``ROOT/MT_{Blowhole,Break,Crack,Fray,Uneven}/Imgs/*.jpg`` are defective tiles, ``ROOT/MT_Free/Imgs/*.jpg``
 defect-free ones; every image has a same-named ``.png`` mask (defect pixels bright; the masks have soft borders,
-and a pixel is a defect pixel above 127, as for MVTec AD). Images are grayscale and of many sizes and aspect
+and a pixel is a defect pixel above 127, :data:`MASK_THRESHOLD`). Images are grayscale and of many sizes and aspect
 ratios (about 0.4 to 2.7).
 
 There is no official split; :func:`split_samples` defines one, seeded and documented: the defect-free images,
@@ -35,17 +35,24 @@ import pandas as pd
 from PIL import Image
 
 from ...config import PadimConfig
-from ...data import DataError, MVTecDataset, Sample, _open, checked_sample
+from ...data import DataError, MVTecDataset, Sample, checked_sample, mask_defects, open_image
+from ...model import Padim
 from ...storage import write_json, write_npz
+from ..identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from ..plots import select_examples
 from ..provenance import provenance
 from ..report import METRICS
-from ..runs import fit_evaluate
+from ..runs import fit_evaluate, is_complete, settings, start_outputs, write_manifest
 from .common import beyond_dir, per_defect_metrics, write_csv
 
 #: The dataset's defect folders (without the ``MT_`` prefix) and the defect-free one.
 DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 FREE = "Free"
+#: The masks have soft borders: a defect pixel is one above this value (MVTec AD's rule, any non-zero pixel,
+#: would grow every defect by its blurred border).
+MASK_THRESHOLD = 127
+#: The study modules whose code, with the method's, computes the experiment.
+CODE = ("study/runs.py", "study/beyond/magnetic_tile.py", "study/beyond/common.py")
 #: Default split: seed and fraction of the defect-free images used for training.
 SPLIT_SEED = 0
 TRAIN_FRACTION = 0.5
@@ -135,7 +142,10 @@ class MagneticTileDataset(MVTecDataset):
     :class:`~padim_repro.data.MVTecDataset`'s: (image (3, size, size) float32, mask (size, size) bool, label)."""
 
     def __init__(self, samples: Sequence[Sample], size: int = 224, interpolation: str = "bicubic"):
-        super().__init__(samples, resize=(size, size), crop=size, interpolation=interpolation)  # type: ignore[arg-type]
+        # The dataset's masks have soft borders (a defect pixel is one above 127) and four of its defect images
+        # have empty masks (kept: they are defect images the ground truth does not localise).
+        super().__init__(samples, resize=(size, size), crop=size, interpolation=interpolation,  # type: ignore[arg-type]
+                         mask_threshold=MASK_THRESHOLD, allow_empty_masks=True)  # fmt: skip
         self.size = size
 
 
@@ -160,7 +170,7 @@ def crop_loss(samples: Sequence[Sample], resize: int = 256, crop: int = 224) -> 
     for s in samples:
         if s.mask_path is None:
             continue
-        m = np.asarray(_open(s.mask_path).convert("L")) > 127
+        m = mask_defects(open_image(s.mask_path, mask=True), MASK_THRESHOLD)
         h, w = m.shape
         total = int(m.sum())
         row = {"defect type": s.defect_type, "image": s.image_path.name, "width": w, "height": h,
@@ -178,14 +188,14 @@ def display_tile(path: str | Path, size: int = 224) -> np.ndarray:
     """A tile image as the model saw it, before normalisation: uint8 (size, size, 3), for figures."""
     from ...data import resize_image
 
-    return np.asarray(resize_image(_open(Path(path)), (size, size)))
+    return np.asarray(resize_image(open_image(Path(path)), (size, size)))
 
 
 def empty_masks(samples: Sequence[Sample]) -> list[str]:
     """Names of the defect images whose mask has no pixel above 127 (they count as defective images but add no
     defect pixel)."""
     return [s.image_path.name for s in samples if s.mask_path is not None
-            and not (np.asarray(Image.open(s.mask_path).convert("L")) > 127).any()]  # fmt: skip
+            and not mask_defects(open_image(s.mask_path, mask=True), MASK_THRESHOLD).any()]  # fmt: skip
 
 
 def make_synthetic_magnetic_tile(root: str | Path, n_free: int = 12, n_defect: int = 3,
@@ -230,21 +240,28 @@ def magnetic_tile_experiment(mt_root: str | Path, results_root: str | Path, weig
                              ) -> dict[str, Any]:  # fmt: skip
     """PaDiM (default R18-Rd100) on the seeded Magnetic Tile split, images resized to ``size`` x ``size``.
 
-    Writes ``RESULTS/beyond/magnetic_tile.csv`` (one row for all defects, one per defect type: image AUROC, pixel
-    AUROC, PRO as fractions), ``magnetic_tile_scores.csv`` (every test image's score), ``magnetic_tile.json``
-    (config, split, timings, provenance) and ``magnetic_tile_examples.npz`` (maps and masks of a few test images
-    for figures). Returns ``{"metrics": DataFrame, "scores": DataFrame, "info": dict, "examples": dict}``.
+    Writes, in ``RESULTS/beyond/magnetic_tile/``: ``metrics.csv`` (one row for all defects, one per defect type:
+    image AUROC, pixel AUROC, PRO as fractions), ``scores.csv`` (every test image's score), ``info.json`` (config,
+    split, timings, provenance), ``examples.npz`` (maps and masks of a few test images for figures) and, last, the
+    ``manifest.json`` of :func:`~padim_repro.study.runs.write_manifest`: the outputs are reused only when it names
+    the same settings, split, data (every file's content), weights and code (unless ``force``). Returns
+    ``{"metrics": DataFrame, "scores": DataFrame, "info": dict, "examples": dict}``.
     """
     split_seed = SPLIT_SEED if split_seed is None else split_seed
     train_fraction = TRAIN_FRACTION if train_fraction is None else train_fraction
-    folder = beyond_dir(results_root)
-    files = {k: folder / f"magnetic_tile{s}" for k, s in
-             (("metrics", ".csv"), ("scores", "_scores.csv"), ("info", ".json"), ("examples", "_examples.npz"))}
-    if force or not all(p.is_file() for p in files.values()):
-        cfg = PadimConfig(weights=weights, resize=size, crop=size, **config)
-        train, test, split = load_magnetic_tile(mt_root, split_seed, train_fraction, size, cfg.interpolation)
+    folder = beyond_dir(results_root) / "magnetic_tile"
+    files = {k: folder / name for k, name in (("metrics", "metrics.csv"), ("scores", "scores.csv"),
+                                              ("info", "info.json"), ("examples", "examples.npz"))}  # fmt: skip
+    cfg = PadimConfig(weights=weights, resize=size, crop=size, **config)
+    train, test, split = load_magnetic_tile(mt_root, split_seed, train_fraction, size, cfg.interpolation)
+    model = Padim(cfg, progress=progress)
+    data = data_fingerprint(mt_root, sample_files(train.samples + test.samples))
+    identity = {"settings": settings(cfg, model.device.type), "split": [split_seed, train_fraction, size],
+                "data": data["sha256"], "weights": model.extractor.weights_id, "code": code_fingerprint(CODE)}
+    if force or not is_complete(folder, identity, required=tuple(p.name for p in files.values())):
+        start_outputs(folder)
         t0 = time.perf_counter()
-        res = fit_evaluate(cfg, train, test, progress)
+        res = fit_evaluate(cfg, train, test, progress, model=model)
         wall = time.perf_counter() - t0
         overall = {"scope": "all defects", "n defective": int(res["labels"].sum()),
                    "n good": int((res["labels"] == 0).sum()), **{m: res["metrics"][m] for m in METRICS}}  # fmt: skip
@@ -257,13 +274,16 @@ def magnetic_tile_experiment(mt_root: str | Path, results_root: str | Path, weig
         idx = np.unique(np.concatenate(list(select_examples(pred, n_examples).values())))
         write_npz(files["examples"], index=idx, maps=res["maps"][idx].astype(np.float16),
                   masks=res["masks"][idx], vmin=np.percentile(res["maps"][res["labels"] == 0], 1))
+        prov = provenance()
         write_json(files["info"], {
-            "config": cfg.to_dict(), "config_key": cfg.key(), "weights_id": res["weights_id"],
+            "config": cfg.to_dict(), "weights_id": res["weights_id"],
             "d": res["d"], "n_channels_total": res["n_channels_total"], "mt_root": str(mt_root),
             "split": {"seed": split_seed, "train_fraction": train_fraction, "n_train": len(train),
                       "n_test": len(test), "counts": split.summary().to_dict("records")},
             "preprocessing": f"every image resized to {size}x{size} (bicubic; masks nearest), no crop",
-            "timings": {**res["timings"], "wall_s": wall}, "citation": CITATION, **provenance()})  # fmt: skip
+            "timings": {**res["timings"], "wall_s": wall}, "citation": CITATION, **prov})  # fmt: skip
+        write_manifest(folder, identity_key(identity), identity, list(files.values()), git_commit=prov["git_commit"],
+                       data_files=data["files"])  # fmt: skip
     ex = np.load(files["examples"])
     return {"metrics": pd.read_csv(files["metrics"]), "scores": pd.read_csv(files["scores"]),
             "info": json.loads(files["info"].read_text()), "examples": {k: ex[k] for k in ex.files}}  # fmt: skip
