@@ -390,9 +390,11 @@ def test_evaluate_returns_plain_json_types() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # single-class cases are allowed
         result = evaluate(maps, masks, scores, labels, types)
-    assert set(result) == {"image_auroc", "pixel_auroc", "pro", "per_defect_image_auroc"}
-    assert type(result["pro"]) is float and type(result["pixel_auroc"]) is float
-    assert result["pro"] == aupro(maps, masks)
+    assert set(result) == {"image_auroc", "pixel_auroc", "pro", "image_f1_max", "image_ap", "pixel_f1_max",
+                           "pixel_ap", "per_defect_image_auroc", "undefined"}
+    assert all(type(result[k]) is float for k in set(result) - {"per_defect_image_auroc", "undefined"})
+    assert result["undefined"] == {}
+    assert result["pro"] == pytest.approx(aupro(maps, masks), abs=1e-12)
     assert result["pixel_auroc"] == pytest.approx(pixel_auroc(maps, masks))
     assert all(type(v) is float for v in result["per_defect_image_auroc"].values())
     json.dumps(result)

@@ -16,9 +16,13 @@ per category:
 These modules depend on numpy, scipy and scikit-learn only (no torch) so that
 they can be tested and reused independently of the model.
 
+Beyond the paper, :mod:`~padim_repro.metrics.thresholded` adds image and pixel F1-max and average precision.
+
 The package splits them by concern: :mod:`~padim_repro.metrics.inputs` (validation shared by all metrics),
-:mod:`~padim_repro.metrics.roc` (image and pixel AUROC, ROC curves, per-defect AUROC) and
-:mod:`~padim_repro.metrics.pro` (the PRO curve and its normalised area); :func:`evaluate` computes them all.
+:mod:`~padim_repro.metrics.curves` (one sort of the samples, the counts behind every curve),
+:mod:`~padim_repro.metrics.roc` (image and pixel AUROC, ROC curves, per-defect AUROC),
+:mod:`~padim_repro.metrics.pro` (the PRO curve and its normalised area) and
+:mod:`~padim_repro.metrics.thresholded`; :func:`evaluate` computes them all from one sort of the test set's pixels.
 """
 
 from __future__ import annotations
@@ -28,11 +32,20 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import UndefinedMetricWarning
-from .pro import aupro, pro_curve
+from .curves import auroc, average_precision, binary_curve, f1_max
+from .inputs import UndefinedMetricWarning, check_maps_masks, check_scores_labels
+from .pro import area_to_limit, aupro, check_fpr_limit, pro_curve, pro_points, region_curve
 from .roc import image_auroc, image_roc_curve, per_defect_image_auroc, pixel_auroc, pixel_roc_curve
+from .thresholded import image_average_precision, image_f1_max, pixel_average_precision, pixel_f1_max
+
+#: The paper's three metrics (Sec. 4.1), fractions in [0, 1].
+PAPER_METRICS = ("image_auroc", "pixel_auroc", "pro")
+#: Thresholded metrics beyond the paper (:mod:`~padim_repro.metrics.thresholded`).
+THRESHOLDED_METRICS = ("image_f1_max", "image_ap", "pixel_f1_max", "pixel_ap")
 
 __all__ = [
+    "PAPER_METRICS",
+    "THRESHOLDED_METRICS",
     "UndefinedMetricWarning",
     "image_auroc",
     "pixel_auroc",
@@ -41,6 +54,10 @@ __all__ = [
     "pro_curve",
     "aupro",
     "per_defect_image_auroc",
+    "image_f1_max",
+    "image_average_precision",
+    "pixel_f1_max",
+    "pixel_average_precision",
     "evaluate",
 ]
 
@@ -53,7 +70,7 @@ def evaluate(
     defect_types: Sequence[str],
     fpr_limit: float = 0.3,
 ) -> dict[str, Any]:
-    """All PaDiM metrics for one category, as plain Python types (JSON-ready).
+    """All metrics of one category, as plain Python types (JSON-ready), from one sort of the test set's pixels.
 
     Parameters
     ----------
@@ -73,22 +90,42 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"image_auroc": float, "pixel_auroc": float, "pro": float,
-        "per_defect_image_auroc": {defect_type: float}}``; ``pro`` is the
-        normalised area of :func:`~padim_repro.metrics.pro.aupro`, a fraction in [0, 1] (not a percent).
-        Undefined metrics are NaN (see the individual functions).
+        Every name of :data:`PAPER_METRICS` and :data:`THRESHOLDED_METRICS` (``image_ap`` / ``pixel_ap``: average
+        precision) as a fraction in [0, 1], ``per_defect_image_auroc`` ({defect_type: float}), and ``undefined``:
+        {metric: why} for the metrics the test set cannot define (no good image: no image AUROC; no defective
+        image or no defect pixel: no image or pixel metric), which are None, never NaN.
     """
-    maps_arr = np.asarray(anomaly_maps)
-    scores_arr = np.asarray(image_scores)
-    if maps_arr.ndim >= 1 and scores_arr.ndim == 1 and maps_arr.shape[0] != scores_arr.shape[0]:
+    maps_arr, masks_arr = check_maps_masks(anomaly_maps, masks, "anomaly_maps", require_3d=True)
+    scores_arr, labels_arr = check_scores_labels(image_scores, labels)
+    if maps_arr.shape[0] != scores_arr.shape[0]:
         raise ValueError(
             f"anomaly_maps has {maps_arr.shape[0]} images but image_scores has {scores_arr.shape[0]} entries"
         )
-    return {
-        "image_auroc": float(image_auroc(scores_arr, labels)),
-        "pixel_auroc": float(pixel_auroc(maps_arr, masks)),
-        "pro": float(aupro(maps_arr, masks, fpr_limit=fpr_limit)),
-        "per_defect_image_auroc": {
-            str(k): float(v) for k, v in per_defect_image_auroc(scores_arr, labels, defect_types).items()
-        },
-    }
+    fpr_limit = check_fpr_limit(fpr_limit)
+    n_defective = int(labels_arr.sum())
+    n_good = labels_arr.size - n_defective
+    out: dict[str, Any] = dict.fromkeys(PAPER_METRICS + THRESHOLDED_METRICS)
+    undefined: dict[str, str] = {}
+    if n_defective:
+        image = binary_curve(scores_arr, labels_arr)
+        out["image_f1_max"], out["image_ap"] = f1_max(image), average_precision(image)
+        if n_good:
+            out["image_auroc"] = auroc(image)
+        else:
+            undefined["image_auroc"] = "no good test image"
+    else:
+        undefined.update(dict.fromkeys(("image_auroc", "image_f1_max", "image_ap"), "no defective test image"))
+    if masks_arr.any() and not masks_arr.all():
+        pixels = region_curve(maps_arr, masks_arr)
+        out["pixel_auroc"], out["pixel_f1_max"] = auroc(pixels), f1_max(pixels)
+        out["pixel_ap"] = average_precision(pixels)
+        out["pro"] = area_to_limit(*pro_points(pixels), fpr_limit) / fpr_limit
+    else:
+        why = "no defect pixel in the masks" if not masks_arr.any() else "no defect-free pixel in the masks"
+        undefined.update(dict.fromkeys(("pixel_auroc", "pro", "pixel_f1_max", "pixel_ap"), why))
+    out["per_defect_image_auroc"] = (
+        {str(k): float(v) for k, v in per_defect_image_auroc(scores_arr, labels_arr, defect_types).items()}
+        if n_good and n_defective else {}
+    )  # fmt: skip
+    out["undefined"] = undefined
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}

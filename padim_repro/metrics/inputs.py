@@ -1,7 +1,8 @@
 """Input validation shared by every metric: finite scores, binary masks and labels, matching shapes.
 
 A metric computed on bad input is silently wrong, so each check raises a ``ValueError`` that says what is wrong;
-a metric that is undefined for valid input (one class only) warns with :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning` and is NaN.
+a metric that is undefined for valid input (one class only) warns with :class:`UndefinedMetricWarning` and is
+NaN.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def as_binary(x: Any, name: str, hint: str = "") -> np.ndarray:
 def check_maps_masks(
     maps: Any, masks: Any, maps_name: str, require_3d: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Maps as finite scores and masks as bool, of equal shape ((N, H, W) when ``require_3d``); else ValueError."""
     maps_arr = np.asarray(maps)
     masks_arr = np.asarray(masks)
     if maps_arr.shape != masks_arr.shape:
@@ -85,6 +87,7 @@ def check_maps_masks(
 
 
 def check_scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Scores as a finite 1-D array and labels as bool of the same shape; else ValueError."""
     scores_arr = np.asarray(scores)
     labels_arr = np.asarray(labels)
     if scores_arr.ndim != 1:
@@ -100,4 +103,5 @@ def check_scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def warn_undefined(message: str) -> None:
+    """Warn with :class:`UndefinedMetricWarning`, attributed to the caller of the metric function."""
     warnings.warn(message, UndefinedMetricWarning, stacklevel=3)

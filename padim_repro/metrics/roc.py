@@ -1,5 +1,6 @@
 """ROC-based metrics (PaDiM Sec. 4.1): image-level AUROC (detection), pixel-level AUROC (localisation), their
-ROC curves, and the image AUROC of each defect type."""
+ROC curves, and the image AUROC of each defect type; all from the counts of
+:func:`~padim_repro.metrics.curves.binary_curve`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
+from .curves import auroc, binary_curve, roc_points
 from .inputs import check_maps_masks, check_scores_labels, warn_undefined
 
 
@@ -25,7 +26,8 @@ def image_auroc(scores: Any, labels: Any) -> float:
     Returns
     -------
     float
-        ``sklearn.metrics.roc_auc_score(labels, scores)``.  NaN, with an
+        The trapezoid area under the ROC curve (what ``sklearn.metrics.roc_auc_score(labels, scores)``
+        computes).  NaN, with an
         :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning`, when only one class is present,
         because the ROC curve is then undefined.
 
@@ -42,7 +44,7 @@ def image_auroc(scores: Any, labels: Any) -> float:
             f"{int(n_pos > 0)}; returning NaN"
         )
         return float("nan")
-    return float(roc_auc_score(labels_arr, scores_arr))
+    return auroc(binary_curve(scores_arr, labels_arr))
 
 
 def pixel_auroc(maps: Any, masks: Any) -> float:
@@ -79,11 +81,11 @@ def pixel_auroc(maps: Any, masks: Any) -> float:
             + "; returning NaN"
         )
         return float("nan")
-    return float(roc_auc_score(masks_arr.ravel(), maps_arr.ravel()))
+    return auroc(binary_curve(maps_arr, masks_arr))
 
 
 def image_roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Image-level ROC curve ``(fpr, tpr)`` for plotting (``sklearn.metrics.roc_curve``).
+    """Image-level ROC curve ``(fpr, tpr)`` for plotting, one point per distinct score.
 
     Same inputs and validation as :func:`image_auroc`.  When only one class
     is present the curve is undefined: an :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning` is
@@ -94,15 +96,14 @@ def image_roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if n_pos == 0 or n_pos == labels_arr.size:
         warn_undefined("image_roc_curve is undefined: only one class in labels; returning NaN")
         return np.array([np.nan]), np.array([np.nan])
-    fpr, tpr, _ = roc_curve(labels_arr, scores_arr)
-    return fpr, tpr
+    return roc_points(binary_curve(scores_arr, labels_arr))
 
 
 def pixel_roc_curve(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-level ROC curve ``(fpr, tpr)`` for plotting (``sklearn.metrics.roc_curve``).
+    """Pixel-level ROC curve ``(fpr, tpr)`` for plotting.
 
     Same inputs and validation as :func:`pixel_auroc`.  Collinear points are
-    dropped by scikit-learn (``drop_intermediate=True``), which keeps the
+    dropped (as scikit-learn's ``drop_intermediate`` does), which keeps the
     curve small enough to plot for millions of pixels.  When the masks have no
     anomalous or no normal pixel an :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning` is issued
     and ``(array([nan]), array([nan]))`` is returned.
@@ -112,8 +113,7 @@ def pixel_roc_curve(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     if n_pos == 0 or n_pos == masks_arr.size:
         warn_undefined("pixel_roc_curve is undefined: only one class in masks; returning NaN")
         return np.array([np.nan]), np.array([np.nan])
-    fpr, tpr, _ = roc_curve(masks_arr.ravel(), maps_arr.ravel())
-    return fpr, tpr
+    return roc_points(binary_curve(maps_arr, masks_arr), thin=True)
 
 
 def per_defect_image_auroc(scores: Any, labels: Any, defect_types: Sequence[str]) -> dict[str, float]:
