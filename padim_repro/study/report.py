@@ -1,6 +1,6 @@
 """Tables for the notebooks and the book: one run's metrics, and all runs against the paper and reproductions.
 
-Every measured number comes from a run's ``metrics.json``; every published number from :mod:`.reference`.
+Every measured number comes from a run's ``metrics.json``; every published number from :mod:`~padim_repro.study.reference`.
 Group means (textures / objects / all) are computed only over the categories actually run, and say which.
 """
 
@@ -18,6 +18,8 @@ from . import reference
 from .runs import METRICS_FILE
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
+#: Statuses of runs whose results exist (computed by this invocation, or reused).
+DONE = ("ran", "reused")
 METRIC_LABEL = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}
 
 
@@ -52,7 +54,7 @@ def runs_frame(results_root: str | Path) -> pd.DataFrame:
     for run in status["runs"]:
         row = {k: run[k] for k in ("category", "backbone", "status", "reason", "run_dir", "notebook")}
         row["group"] = category_group(run["category"])
-        if run["status"] in ("ran", "cached"):
+        if run["status"] in DONE:
             rec = json.loads((Path(results_root) / run["run_dir"] / METRICS_FILE).read_text())
             row.update({m: rec[m] for m in METRICS})
             row["seconds_fit"] = rec["timings"]["fit_s"]
@@ -72,7 +74,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         model = reference.PAPER_MODEL.get(r.backbone, r.backbone)
         out: dict[str, Any] = {"category": r.category, "backbone": r.backbone, "status": r.status}
         for metric in METRICS:
-            ours = 100 * r[metric] if r.status in ("ran", "cached") else np.nan
+            ours = 100 * r[metric] if r.status in DONE else np.nan
             cell = reference.paper_value(paper, model, r.category, metric)
             out[f"{metric} ours"] = ours
             out[f"{metric} paper"] = cell[0] if cell else np.nan
@@ -83,7 +85,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
                     value = reference.repro_value(repro, short, r.backbone, r.category, metric)
                     out[f"{metric} {short}"] = 100 * value if value is not None else np.nan
                     out[f"{metric} Δ {short}"] = ours - out[f"{metric} {short}"]
-        out["note"] = r.reason if r.status not in ("ran", "cached") else ""
+        out["note"] = r.reason if r.status not in DONE else ""
         rows.append(out)
     return pd.DataFrame(rows).round(2)
 
@@ -98,7 +100,7 @@ def group_means(runs: pd.DataFrame) -> pd.DataFrame:
     groups = {"textures": TEXTURES, "objects": OBJECTS, "all": TEXTURES + OBJECTS}
     rows = []
     for backbone in runs.backbone.unique():
-        done = runs[(runs.backbone == backbone) & runs.status.isin(["ran", "cached"])]
+        done = runs[(runs.backbone == backbone) & runs.status.isin(list(DONE))]
         model = reference.PAPER_MODEL.get(backbone, backbone)
         for group, members in groups.items():
             sub = done[done.category.isin(members)]
@@ -116,7 +118,7 @@ def group_means(runs: pd.DataFrame) -> pd.DataFrame:
 def coverage_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Category x backbone grid of what was run, and why not where it was not."""
     def cell(r: pd.Series) -> str:
-        return r.status if r.status in ("ran", "cached") else f"{r.status}: {r.reason.split(':')[0]}"
+        return r.status if r.status in DONE else f"{r.status}: {r.reason.split(':')[0]}"
 
     if runs.empty:
         return pd.DataFrame()

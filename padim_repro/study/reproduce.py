@@ -1,16 +1,19 @@
-"""``make reproduce``: data and weights acquisition, every category x backbone (resumable), status for the book.
+"""``make reproduce``'s runs: every MVTec AD category x backbone (resumable), their pages, and a status for the book.
 
-Runs go through the papermill category notebook, so each finished (category, backbone) leaves an executed notebook
-(the book's per-category page) next to its ``metrics.json``. A finished run is not recomputed unless forced, one
-failing run does not stop the rest, and what could not be run (absent categories, unavailable weights) is recorded
-with the reason in ``RESULTS/status.json``, which the results notebook and the book read.
+For each (category, backbone) with data and weights, the run is computed, or reused when a complete run of the same
+identity exists (:func:`padim_repro.study.runs.run_or_load`: settings, data content, weights and code), then its
+page (``BOOK/results/CATEGORY_BACKBONE.ipynb``, the executed category notebook) is executed unless it already shows
+exactly that run (it records the run's manifest hash). One failing run does not stop the rest; what could not be run
+(absent categories, unavailable weights) and what failed is recorded with the reason, in one line, in
+``RESULTS/status.json``, which says for every run whether it was computed now or reused and from which commit.
+Everything is written under ``results`` and ``book_dir``; nothing elsewhere.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,27 +23,30 @@ from ..config import PadimConfig
 from ..data import MVTEC_CATEGORIES, DataError, list_categories
 from ..storage import write_json
 from .download import DownloadError, download_mvtec, verify_counts
-from .notebooks import REPO_ROOT, execute, from_repo
+from .notebooks import NotebookError, execute, from_repo, parameters_of
 from .provenance import provenance
-from .runs import default_run_dir, is_complete
+from .runs import Run, run_or_load
 
-#: The paper's two main models (Table III, V): backbone -> d.
+#: The paper's two main models (Tables III, V).
 PAPER_BACKBONES = ("resnet18", "wide_resnet50_2")
-BOOK_RESULTS = Path("book") / "results"
 STATUS_FILE = "status.json"
+#: Errors that end one run with a reason (anything else is a bug and propagates).
+RUN_ERRORS = (DataError, WeightsError, NotebookError, ValueError, OSError, RuntimeError)
 
 
 @dataclass
 class RunStatus:
-    """What happened to one (category, backbone): ``ran``, ``cached``, ``failed`` or ``not run``."""
+    """What happened to one (category, backbone): ``ran`` (computed now), ``reused``, ``failed`` or ``not run``."""
 
     category: str
     backbone: str
     status: str
     reason: str = ""
     run_dir: str = ""  # relative to the results folder
-    notebook: str = ""
+    notebook: str = ""  # relative to the book folder
     seconds: float = 0.0
+    computed_at: str = ""  # commit of the code that computed the run
+    run_key: str = ""
 
 
 def ensure_data(root: Path) -> list[str]:
@@ -68,21 +74,45 @@ def check_weights(backbone: str, weights: str) -> str | None:
     return None
 
 
+def notebook_parameters(category: str, config: PadimConfig, data_root: str | Path, results: str | Path,
+                        run: Run | None = None) -> dict[str, Any]:  # fmt: skip
+    """The parameters of ``notebooks/category.ipynb`` for one run (``run_manifest``: the run the page must show)."""
+    return {"category": category, "data_root": from_repo(data_root), "results_root": from_repo(results),
+            "force": False, **{k: v for k, v in config.to_dict().items() if k != "layers"},
+            "layers": ",".join(config.layers), "run_manifest": run.manifest_sha256 if run else ""}  # fmt: skip
+
+
+def run_category_notebook(category: str, config: PadimConfig, data_root: str | Path, results: str | Path,
+                          notebook: str | Path | None = None, force: bool = False,
+                          progress: bool | None = None) -> tuple[Run, Path, bool]:  # fmt: skip
+    """Compute (or reuse) one run, then execute its page, ``notebooks/category.ipynb``, into ``notebook`` (default:
+    ``category.ipynb`` in the run's own folder) unless the page there already shows this run.
+
+    Input errors surface from the run, before any notebook starts. Returns (run, page, whether it was executed).
+    """
+    run = run_or_load(category, data_root, results, config, force=force, progress=progress)
+    out = Path(notebook) if notebook else run.run_dir / "category.ipynb"
+    params = notebook_parameters(category, config, data_root, results, run)
+    if not force and out.is_file() and parameters_of(out) == params:
+        return run, out, False
+    return run, execute("category", out, params), True
+
+
 def reproduce(
     data_root: str | Path,
     results: str | Path = "results",
     weights: dict[str, str] | None = None,
-    backbones: tuple[str, ...] = PAPER_BACKBONES,
+    backbones: Sequence[str] = PAPER_BACKBONES,
     device: str = "auto",
     force: bool = False,
-    book_results: str | Path = BOOK_RESULTS,
+    book_dir: str | Path = "book",
     extra_parameters: dict[str, Any] | None = None,
 ) -> list[RunStatus]:
     """Run every MVTec AD category present for each backbone with the paper's settings; returns the statuses.
 
-    ``extra_parameters`` are passed to every category notebook (the tests use them to shrink images).
+    ``extra_parameters`` override settings of every run (the tests use them to shrink images).
     """
-    data_root, results = Path(data_root), Path(results)
+    data_root, results, book_dir = Path(data_root), Path(results), Path(book_dir)
     weights = {b: (weights or {}).get(b, "tv_in1k") for b in backbones}
     present = ensure_data(data_root)
     for problem in verify_counts(data_root, present):
@@ -96,26 +126,21 @@ def reproduce(
             statuses.append(status)
             if category not in present:
                 status.reason = f"data absent (no {category} under {data_root})"
-                continue
-            if missing_weights:
+            elif missing_weights:
                 status.reason = f"weights unavailable: {missing_weights}"
-                continue
-            _run_one(status, data_root, results, weights[backbone], device, force, Path(book_results),
-                     extra_parameters or {})  # fmt: skip
-            print(f"{category:>12} {backbone:<16} {status.status} {status.reason}", file=sys.stderr)
-    write_json(
-        results / STATUS_FILE,
-        {"data_root": str(data_root), "weights": weights, "runs": [asdict(s) for s in statuses], **provenance()},
-    )
-    execute(
-        "results",
-        Path(book_results) / "summary.ipynb",
-        {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables"),
-         "headline_md": from_repo(Path(book_results).parent / "_generated" / "headline.md")},
-    )  # fmt: skip
-    failed = [s for s in statuses if s.status == "failed"]
-    for s in failed:
-        print(f"FAILED {s.category} {s.backbone}: {s.reason}", file=sys.stderr)
+            else:
+                config = PadimConfig(backbone=backbone, weights=weights[backbone], device=device,
+                                     **(extra_parameters or {}))  # fmt: skip
+                _run_one(status, config, data_root, results, book_dir, force)
+                print(f"{category:>12} {backbone:<16} {status.status} {status.reason}", file=sys.stderr)
+    write_json(results / STATUS_FILE, {"data_root": str(data_root), "weights": weights, "book_dir": str(book_dir),
+                                       "runs": [asdict(s) for s in statuses], **provenance()})  # fmt: skip
+    execute("results", book_dir / "results" / "summary.ipynb",
+            {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables"),
+             "headline_md": from_repo(book_dir / "_generated" / "headline.md")})  # fmt: skip
+    for s in statuses:
+        if s.status == "failed":
+            print(f"FAILED {s.category} {s.backbone}: {s.reason}", file=sys.stderr)
     return statuses
 
 
@@ -123,65 +148,30 @@ def _category_order(category: str) -> tuple[int, str]:
     return (MVTEC_CATEGORIES.index(category), category) if category in MVTEC_CATEGORIES else (99, category)
 
 
-def _run_one(
-    status: RunStatus, data_root: Path, results: Path, weights: str, device: str, force: bool, book_results: Path,
-    extra: dict[str, Any],
-) -> None:  # fmt: skip
-    config = PadimConfig(backbone=status.backbone, weights=weights, device=device, **_config_overrides(extra))
-    run_dir = default_run_dir(results, status.category, config)
-    notebook = book_results / f"{status.category}_{status.backbone}.ipynb"
-    status.run_dir, status.notebook = str(run_dir.relative_to(results)), str(notebook)
-    if not force and is_complete(run_dir) and (REPO_ROOT / notebook).is_file():
-        status.status = "cached"
-        return
+def _run_one(status: RunStatus, config: PadimConfig, data_root: Path, results: Path, book_dir: Path,
+             force: bool) -> None:  # fmt: skip
+    page = book_dir / "results" / f"{status.category}_{status.backbone}.ipynb"
     t0 = time.perf_counter()
     try:
-        run_category_notebook(status.category, config, data_root, results, notebook, force=True)
-        status.status = "ran"
-    except Exception as exc:  # one failing category must not stop the others
-        status.status = "failed"
-        # A notebook's error carries the original exception's name and message (papermill's ename / evalue).
-        name, message = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-        status.reason = f"{name}: {message}".strip()[:2000]
-        traceback.print_exc()
+        run, _, _ = run_category_notebook(status.category, config, data_root, results, page, force=force)
+    except RUN_ERRORS as exc:  # one failing category must not stop the others
+        status.status, status.reason = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+        page.unlink(missing_ok=True)  # a page of an earlier run must not stand for this one
+    else:
+        status.status = "reused" if run.reused else "ran"
+        status.run_dir = run.run_dir.relative_to(results).as_posix()
+        status.notebook = page.relative_to(book_dir).as_posix()
+        status.computed_at, status.run_key = str(run.manifest.get("git_commit") or ""), run.manifest.get("key", "")
     status.seconds = round(time.perf_counter() - t0, 1)
 
 
-def _config_overrides(extra: dict[str, Any]) -> dict[str, Any]:
-    return {k: extra[k] for k in ("resize", "crop", "layers", "d", "sigma", "seed", "batch_size") if k in extra}
-
-
-def run_category_notebook(
-    category: str,
-    config: PadimConfig,
-    data_root: str | Path,
-    results: str | Path,
-    notebook: str | Path | None = None,
-    force: bool = False,
-) -> Path:
-    """Execute ``notebooks/category.ipynb`` for one category and config; returns the executed notebook's path.
-
-    Without ``notebook`` the executed copy goes into the run's own folder (keyed by config), so reruns with
-    other parameters never overwrite anything.
-    """
-    run_dir = default_run_dir(results, category, config)
-    out = Path(notebook) if notebook else run_dir / "category.ipynb"
-    params = {
-        "category": category,
-        "data_root": from_repo(data_root),
-        "results_root": from_repo(results),
-        "force": force,
-        **{k: v for k, v in config.to_dict().items() if k != "layers"},
-        "layers": ",".join(config.layers),
-    }
-    return execute("category", out, params)
-
-
-def main_summary(statuses: list[RunStatus]) -> int:
-    """Print the end-of-run summary; exit code 1 when any run failed."""
+def exit_code(statuses: list[RunStatus]) -> int:
+    """Print the end-of-run summary; 1 when any run failed or none was computed or reused, else 0."""
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.status] = counts.get(s.status, 0) + 1
     print("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
+    if not counts.get("ran") and not counts.get("reused"):
+        print("error: no run could be computed (see the reasons above and in status.json)", file=sys.stderr)
+        return 1
     return 1 if counts.get("failed") else 0
-

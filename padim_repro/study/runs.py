@@ -1,14 +1,27 @@
-"""One PaDiM run on one category: fit, predict, evaluate, and write traceable, atomic outputs.
+"""One PaDiM run on one category, tied to its exact inputs, and complete or absent.
 
-A run folder holds ``metrics.json`` (metrics, config, timings, data counts, weights identity, versions, commit)
-and ``predictions.npz`` (image scores, labels, defect types, float16 anomaly maps and bit-packed masks, for
-figures). ``metrics.json`` is written last, so its presence means the run finished.
+A run's **identity** is everything that determines its numbers: the settings (every field of the
+:class:`~padim_repro.config.PadimConfig` but the weights' spec, with d and the device type resolved and the batch
+size included), the data actually read (:func:`~padim_repro.study.identity.data_fingerprint`: every file's path,
+size and sha256), the weights' content hash and the code (:func:`~padim_repro.study.identity.code_fingerprint` of
+the method and this module). Its folder ``RESULTS/runs/CATEGORY/BACKBONE-dD-KEY`` is keyed by all of it but the code,
+so another copy of the data or other weights never share (or overwrite) a folder, and a change of the code
+recomputes the run in place.
+
+A folder holds ``metrics.json`` (metrics, settings, timings, data counts, weights, versions, commit),
+``predictions.npz`` (image scores, labels, defect types, float16 anomaly maps and bit-packed masks, for figures),
+optionally ``model.pt``, and ``manifest.json``: the identity, the data fingerprint and every output with its
+sha256. The manifest is removed when a run starts and written last, atomically, so :func:`is_complete` (the
+manifest is there, names the same identity, and every output still has its hash) never trusts a half-written or
+stale run; temporary files left by an interrupted run are removed when the next one starts.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +33,22 @@ from ..data import MVTecDataset, batches, category_group, load_category
 from ..metrics import evaluate
 from ..model import Padim
 from ..storage import sha256_file, write_json, write_npz
+from .identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from .provenance import provenance
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 MODEL_FILE = "model.pt"
+MANIFEST_FILE = "manifest.json"
+#: The study module whose code, with the method's, computes a run.
+CODE = ("study/runs.py",)
 
 
-def default_run_dir(results_root: str | Path, category: str, config: PadimConfig) -> Path:
-    """``RESULTS/runs/CATEGORY/BACKBONE-dD-KEY``: runs with other settings never share a folder."""
-    d = config.resolved_d or "all"
-    return Path(results_root) / "runs" / category / f"{config.backbone}-d{d}-{config.key()}"
+def settings(config: PadimConfig, device_type: str) -> dict[str, Any]:
+    """The settings that determine a run's numbers: the config without the weights' spec (their content hash
+    stands for them) and with d and the device type resolved; the batch size stays in (it changes float sums)."""
+    out = {k: v for k, v in config.to_dict().items() if k not in ("weights", "device")}
+    return out | {"d": config.resolved_d, "device": device_type}
 
 
 def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
@@ -46,14 +64,49 @@ def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
     return rec
 
 
-def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset,
-                 progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
+@dataclass
+class PreparedRun:
+    """A run about to be computed or reused: its data, its model (backbone built), identity and folder name."""
+
+    config: PadimConfig
+    train: MVTecDataset
+    test: MVTecDataset
+    model: Padim
+    identity: dict[str, Any]
+    data: dict[str, Any]
+    key: str
+
+    def folder(self, results_root: str | Path, category: str) -> Path:
+        """``RESULTS/runs/CATEGORY/BACKBONE-dD-KEY``."""
+        d = self.config.resolved_d or "all"
+        return Path(results_root) / "runs" / category / f"{self.config.backbone}-d{d}-{self.key}"
+
+
+def prepare(data_root: str | Path, category: str, config: PadimConfig, progress: bool | None = None) -> PreparedRun:
+    """List and check ``category``'s data, build the backbone, and fingerprint the data, weights and code.
+
+    Every input error (a missing or unreadable file, unusable weights, an absent device) surfaces here, before
+    anything is computed.
+    """
+    train, test = load_category(data_root, category, config.resize, config.crop, config.interpolation)
+    model = Padim(config, progress=progress)
+    data = data_fingerprint(data_root, sample_files(train.samples + test.samples))
+    identity = {"category": category, "settings": settings(config, model.device.type),
+                "data": {"sha256": data["sha256"], "n_files": data["n_files"]},
+                "weights": model.extractor.weights_id, "code": code_fingerprint(CODE)}  # fmt: skip
+    key = identity_key({k: v for k, v in identity.items() if k != "code"})
+    return PreparedRun(config, train, test, model, identity, data, key)
+
+
+def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, progress: bool | None = None,
+                 model: Padim | None = None) -> dict[str, Any]:  # fmt: skip
     """Fit PaDiM on ``train``, score ``test`` and evaluate: metrics, the predictions and timings.
 
     Returns ``{"metrics": evaluate(...), "maps", "masks", "scores", "labels", "defect_types", "timings",
-    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted :class:`~padim_repro.model.Padim`).
+    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted
+    :class:`~padim_repro.model.Padim`).
     """
-    model = Padim(config, progress=progress)
+    model = model or Padim(config, progress=progress)
     t0 = time.perf_counter()
     model.fit(batches(train, config.batch_size))
     fit_s = time.perf_counter() - t0
@@ -84,63 +137,95 @@ def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset,
     }  # fmt: skip
 
 
-def run_category(
-    data_root: str | Path,
-    category: str,
-    config: PadimConfig,
-    out_dir: str | Path,
-    save_model: bool = False,
-    progress: bool | None = None,
-) -> dict[str, Any]:
-    """Fit PaDiM on ``category``'s training images, score its test set, evaluate, and write the outputs.
+def start_outputs(out_dir: Path) -> None:
+    """Before writing outputs: the folder no longer claims to be complete, and an interrupted run's leftovers (its
+    temporary files) are gone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    for tmp in out_dir.glob(".*.tmp"):
+        tmp.unlink()
 
-    Returns the record written to ``metrics.json``.
-    """
+
+def run_category(data_root: str | Path, category: str, config: PadimConfig, out_dir: str | Path,
+                 save_model: bool = False, progress: bool | None = None,
+                 prepared: PreparedRun | None = None) -> dict[str, Any]:  # fmt: skip
+    """Fit PaDiM on ``category``'s training images, score its test set, evaluate, and write the outputs, the
+    manifest last. Returns the record written to ``metrics.json``."""
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
-    train, test = load_category(data_root, category, config.resize, config.crop, config.interpolation)
-    res = fit_evaluate(config, train, test, progress)
-    maps, mask_arr, scores = res["maps"], res["masks"], res["scores"]
-    labels, defect_types = res["labels"], res["defect_types"]
-    metrics, timings, model = res["metrics"], res["timings"], res["model"]
-
+    run = prepared or prepare(data_root, category, config, progress)
+    start_outputs(out_dir)
+    res = fit_evaluate(config, run.train, run.test, progress, model=run.model)
+    labels, defect_types, test = res["labels"], res["defect_types"], run.test
+    for metric, why in res["metrics"]["undefined"].items():
+        warnings.warn(f"{category}: {metric} is undefined ({why}); recorded as null", stacklevel=2)
     record: dict[str, Any] = {
-        **metrics,
+        **res["metrics"],
         "category": category,
         "group": category_group(category),
         "backbone": config.backbone,
         "config": config.to_dict(),
-        "config_key": config.key(),
+        "run_key": run.key,
         "d": res["d"],
         "n_channels_total": res["n_channels_total"],
         "weights": weights_record(config, res["weights_id"]),
-        "data": {
-            "root": str(data_root),
-            "n_train": len(train),
-            "n_test": len(test),
-            "n_test_defective": int(labels.sum()),
-            "defect_types": sorted(set(defect_types) - {"good"}),
-        },
-        "timings": {k: v for k, v in timings.items() if not k.startswith("n_")}
+        "data": {"root": str(data_root), "n_train": len(run.train), "n_test": len(test),
+                 "n_test_defective": int(labels.sum()), "defect_types": sorted(set(defect_types) - {"good"}),
+                 "n_files": run.data["n_files"], "sha256": run.data["sha256"]},  # fmt: skip
+        "timings": {k: v for k, v in res["timings"].items() if not k.startswith("n_")}
         | {"total_s": time.perf_counter() - t_start},
-        "device": str(model.device),
+        "device": str(run.model.device),
         "torch_threads": torch.get_num_threads(),
         **provenance(),
     }
-    write_npz(
-        out_dir / PREDICTIONS_FILE,
-        scores=scores.astype(np.float32),
-        labels=labels,
-        defect_types=np.array(defect_types),
-        image_paths=np.array([str(s.image_path.relative_to(Path(data_root))) for s in test.samples]),
-        maps=maps.astype(np.float16),
-        masks=np.packbits(mask_arr, axis=-1),
-        mask_shape=np.array(mask_arr.shape),
-    )
+    mask_arr = res["masks"]
+    outputs = [write_npz(out_dir / PREDICTIONS_FILE, scores=res["scores"].astype(np.float32), labels=labels,
+                         defect_types=np.array(defect_types),
+                         image_paths=np.array([str(s.image_path.relative_to(Path(data_root))) for s in test.samples]),
+                         maps=res["maps"].astype(np.float16), masks=np.packbits(mask_arr, axis=-1),
+                         mask_shape=np.array(mask_arr.shape))]  # fmt: skip
     if save_model:
-        model.save(out_dir / MODEL_FILE)
-    write_json(out_dir / METRICS_FILE, record)
+        outputs.append(run.model.save(out_dir / MODEL_FILE))
+    outputs.append(write_json(out_dir / METRICS_FILE, record))
+    write_manifest(out_dir, run.key, run.identity, outputs, git_commit=record["git_commit"],
+                   data_files=run.data["files"])  # fmt: skip
     return record
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's manifest, or None if there is none (a run never finished, or one from before manifests)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(out_dir: Path, key: str, identity: dict[str, Any], outputs: list[Path], **extra: Any) -> Path:
+    """Write ``manifest.json`` last: the identity and every output with its sha256 and size (atomically)."""
+    return write_json(out_dir / MANIFEST_FILE, {
+        "format": 1, "key": key, "identity": identity,
+        "outputs": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in outputs},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+    })  # fmt: skip
+
+
+def is_complete(run_dir: str | Path, identity: dict[str, Any] | None = None,
+                required: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE)) -> bool:  # fmt: skip
+    """Whether ``run_dir`` holds finished outputs: its manifest is there, lists the ``required`` files, every output
+    it lists still has its sha256, and (when given) they were computed from ``identity`` (same settings, data,
+    weights and code)."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or (identity is not None and manifest.get("identity") != identity):
+        return False
+    outputs = manifest.get("outputs", {})
+    if any(name not in outputs for name in required):
+        return False
+    for name, info in outputs.items():
+        path = Path(run_dir) / name
+        if not path.is_file() or path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
+            return False
+    return True
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -153,18 +238,31 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def is_complete(run_dir: str | Path) -> bool:
-    """A run is complete when both its metrics and predictions were written."""
-    run_dir = Path(run_dir)
-    return (run_dir / METRICS_FILE).is_file() and (run_dir / PREDICTIONS_FILE).is_file()
+@dataclass
+class Run:
+    """A finished run: its record (``metrics.json``), predictions, folder, manifest, and whether it was reused."""
+
+    record: dict[str, Any]
+    predictions: dict[str, np.ndarray]
+    run_dir: Path
+    manifest: dict[str, Any]
+    reused: bool
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of the manifest file: what a page built from this run records, to know when it is stale."""
+        return sha256_file(self.run_dir / MANIFEST_FILE)
 
 
-def run_or_load(
-    category: str, data_root: str | Path, results_root: str | Path, config: PadimConfig, force: bool = False
-) -> tuple[dict[str, Any], dict[str, np.ndarray], Path]:
-    """The record and predictions of ``category`` under ``config``: computed, or read back if already complete."""
-    run_dir = default_run_dir(results_root, category, config)
-    if force or not is_complete(run_dir):
-        run_category(data_root, category, config, run_dir)
+def run_or_load(category: str, data_root: str | Path, results_root: str | Path, config: PadimConfig,
+                force: bool = False, progress: bool | None = None) -> Run:  # fmt: skip
+    """``category`` under ``config``: read back when a complete run of the same identity exists (unless
+    ``force``), else computed."""
+    run = prepare(data_root, category, config, progress)
+    run_dir = run.folder(results_root, category)
+    reused = not force and is_complete(run_dir, run.identity)
+    if not reused:
+        run_category(data_root, category, config, run_dir, progress=progress, prepared=run)
     record = json.loads((run_dir / METRICS_FILE).read_text())
-    return record, load_predictions(run_dir), run_dir
+    return Run(record, load_predictions(run_dir), run_dir, read_manifest(run_dir) or {}, reused)
+

@@ -254,7 +254,7 @@ def test_run_beyond_executes_the_notebooks(tmp_path: Path) -> None:
         errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
     assert (results / "beyond" / "nonaligned.csv").is_file()
-    mt = pd.read_csv(results / "beyond" / "magnetic_tile.csv")
+    mt = pd.read_csv(results / "beyond" / "magnetic_tile" / "metrics.csv")
     assert list(mt.scope) == ["all defects", "Blowhole", "Crack"]
     missing = beyond.run_beyond(tmp_path / "nowhere", results, "none", book_dir=book, experiments=["nonaligned"])
     assert missing["nonaligned"].startswith("not run")

@@ -32,7 +32,7 @@ from padim_repro.study.synthetic import make_synthetic_category
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_SRC = REPO_ROOT / "book"
 #: Outputs of runs and builds: a copy of the book gets only the hand-written sources.
-RUN_OUTPUTS = ("_build", "results", "ablations", "beyond", "cost*", "_generated", "_toc.yml", "*.partial.ipynb")
+RUN_OUTPUTS = ("_build", "results", "ablations", "beyond", "cost*", "_generated", "_toc.yml", ".*.partial.ipynb")
 #: Hand-written pages whose names match RUN_OUTPUTS.
 SOURCES = ("cost_pending.md",)
 
@@ -79,7 +79,7 @@ def synthetic_book(tmp_path_factory: pytest.TempPathFactory) -> dict:
     book = copy_book_sources(tmp / "book")
     t0 = time.perf_counter()
     statuses = reproduce(tmp / "data", tmp / "results", {"resnet18": "none"}, backbones=("resnet18",),
-                         book_results=book / "results", extra_parameters={"resize": 64, "crop": 56})  # fmt: skip
+                         book_dir=book, extra_parameters={"resize": 64, "crop": 56})  # fmt: skip
     t_run = time.perf_counter() - t0
     t0 = time.perf_counter()
     code = build_book(tmp / "results", book)
@@ -90,10 +90,17 @@ def synthetic_book(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_toc_from_files_present(tmp_path: Path) -> None:
-    """Category notebooks become sections of the summary, in backbone then MVTec order; partial ones are left out."""
+    """The pages of the runs that succeeded become sections of the summary, in backbone then MVTec order; a failed
+    run's page (left by an earlier run) and partial notebooks are left out."""
     book = tmp_path / "book"
     (book / "results").mkdir(parents=True)
     (book / "ablations").mkdir()
+    runs = [("pill", "resnet18", "ran"), ("metal_nut", "wide_resnet50_2", "reused"), ("carpet", "resnet18", "ran"),
+            ("bottle", "resnet18", "failed")]  # fmt: skip
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "status.json").write_text(json.dumps({"runs": [
+        {"category": c, "backbone": b, "status": s, "notebook": f"results/{c}_{b}.ipynb" if s != "failed" else ""}
+        for c, b, s in runs]}))  # fmt: skip
 
     def notebook(path: Path, title: str, params: dict | None = None) -> None:
         nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [f"# {title}\n", "text"]}],
@@ -102,17 +109,18 @@ def test_toc_from_files_present(tmp_path: Path) -> None:
 
     notebook(book / "results" / "summary.ipynb", "Results against the paper")
     notebook(book / "results" / "pill_resnet18.ipynb", "x", {"category": "pill", "backbone": "resnet18"})
-    notebook(book / "results" / "metal_nut_wide_resnet50_2.ipynb", "x")  # no papermill parameters: file name
+    notebook(book / "results" / "metal_nut_wide_resnet50_2.ipynb", "x")
     notebook(book / "results" / "carpet_resnet18.ipynb", "x", {"category": "carpet", "backbone": "resnet18"})
-    notebook(book / "results" / "bottle_resnet18.partial.ipynb", "x")  # still running: not a page
+    notebook(book / "results" / "bottle_resnet18.ipynb", "x")  # its run failed this time: not a page
+    notebook(book / "ablations" / ".ablation_layers.partial.ipynb", "x")  # still running: not a page
     notebook(book / "ablations" / "layers.ipynb", "Table I: which layers")
-    toc = toc_yaml(book)
+    toc = toc_yaml(book, tmp_path / "results")
 
     order = [toc.index(f'"results/{s}"') for s in ("summary", "carpet_resnet18", "pill_resnet18",
                                                     "metal_nut_wide_resnet50_2")]  # fmt: skip
     assert order == sorted(order)
     assert '"metal_nut — Wide-ResNet-50-2"' in toc and '"carpet — ResNet-18"' in toc
-    assert "partial" not in toc
+    assert "partial" not in toc and "bottle" not in toc
     assert '"ablations/layers"' in toc and '"Table I: which layers"' in toc
     assert '"cost_pending"' in toc and '"beyond_pending"' in toc
     assert '"results_pending"' not in toc and '"ablations_pending"' not in toc

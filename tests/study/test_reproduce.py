@@ -25,7 +25,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     broken = make_synthetic_category(data, "broken", n_train=6, n_test_good=2, n_test_defect=2, seed=2)
     next((broken / "ground_truth" / "spot").glob("*_mask.png")).unlink()
     weights = {"resnet18": "none", "wide_resnet50_2": str(tmp / "no-such-weights.pth")}
-    kwargs = dict(weights=weights, book_results=tmp / "book" / "results", extra_parameters=SMALL)
+    kwargs = dict(weights=weights, book_dir=tmp / "book", extra_parameters=SMALL)
     statuses = R.reproduce(data, tmp / "results", **kwargs)
     return {"tmp": tmp, "data": data, "kwargs": kwargs, "statuses": {(s.category, s.backbone): s for s in statuses}}
 
@@ -35,9 +35,11 @@ def test_runs_present_categories_and_isolates_the_failure(run: dict) -> None:
     assert st["good_one", "resnet18"].status == "ran"
     assert st["broken", "resnet18"].status == "failed"
     assert "has no mask" in st["broken", "resnet18"].reason
-    assert R.main_summary(list(st.values())) == 1
-    assert Path(st["good_one", "resnet18"].notebook).is_file()
-    assert not Path(st["broken", "resnet18"].notebook).exists()  # a failed execution never takes the final name
+    assert R.exit_code(list(st.values())) == 1
+    book = run["tmp"] / "book"
+    assert (book / st["good_one", "resnet18"].notebook).is_file() and st["broken", "resnet18"].notebook == ""
+    assert not (book / "results" / "broken_resnet18.ipynb").exists()  # a failed run leaves no page
+    assert not list(book.rglob(".*.ipynb"))  # nor a partial notebook
 
 
 def test_reports_absent_categories_and_unavailable_weights(run: dict) -> None:
@@ -52,11 +54,11 @@ def test_reports_absent_categories_and_unavailable_weights(run: dict) -> None:
 
 
 def test_second_run_recomputes_nothing(run: dict) -> None:
-    notebook = Path(run["statuses"]["good_one", "resnet18"].notebook)
+    notebook = run["tmp"] / "book" / run["statuses"]["good_one", "resnet18"].notebook
     metrics = run["tmp"] / "results" / run["statuses"]["good_one", "resnet18"].run_dir / "metrics.json"
     before = (notebook.stat().st_mtime_ns, metrics.stat().st_mtime_ns)
     again = {(s.category, s.backbone): s for s in R.reproduce(run["data"], run["tmp"] / "results", **run["kwargs"])}
-    assert again["good_one", "resnet18"].status == "cached"
+    assert again["good_one", "resnet18"].status == "reused"
     assert (notebook.stat().st_mtime_ns, metrics.stat().st_mtime_ns) == before
 
 
@@ -72,5 +74,6 @@ def test_offline_without_data_says_how_to_point_data_root(tmp_path: Path, monkey
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)  # no backoff waits in a test
     with pytest.raises(DataError, match="DATA_ROOT"):
         R.ensure_data(tmp_path / "empty")

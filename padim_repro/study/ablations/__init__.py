@@ -1,20 +1,11 @@
-"""Ablations of the paper (Defard et al., 2020): its Tables I and II, its choice sigma = 4, and the preprocessing.
+"""Ablations of the paper (Defard et al., 2020): its Tables I and II, its choice sigma = 4, the preprocessing, and
+a probe of its PCA result; all with ResNet-18, all three metrics, every category asked for (see
+:mod:`~padim_repro.study.ablations.experiments` for the five experiments).
 
-Four experiments, all with ResNet-18, all three metrics, every category asked for:
-
-* ``n_features`` (Table II): d in {10, 25, 50, 100, 200, 300, 448} channels, chosen at random with 10 seeds
-  (``SEEDS`` = 1024 .. 1033; 1024 is the seed of the main runs and of the public reproduction), or by PCA to the
-  same d, or all 448.
-* ``layers`` (Table I): layer1, layer2 or layer3 alone, the three layers as three separate Gaussians whose
-  Mahalanobis distances are summed, and the concatenation of all 448 channels.
-* ``sigma``: the blur of the anomaly map, sigma in {0 (none), 1, 2, 4, 8, 16}, with R18-Rd100 (seed 1024).
-* ``protocol``: the paper's preprocessing (resize 256, center crop 224) against resize 256 without crop
-  (anomalib's: resize 256, crop 256), with R18-Rd100 (seed 1024), sigma 4.
-
-The package is split by concern: :mod:`.cache` (backbone embeddings computed once per category),
-:mod:`.variants` (every variant's Gaussians and distance maps through the method's own Eq. 1 and Eq. 2),
-:mod:`.experiments` (the four experiments, resumable CSV rows), :mod:`.tables` and :mod:`.figures` (what the
-notebooks show), and :func:`run_ablations` (the four notebooks, ``make ablations``).
+The package is split by concern: :mod:`~padim_repro.study.ablations.embeddings` (one category through the backbone, into the method's
+Gaussian accumulator), :mod:`~padim_repro.study.ablations.variants` (every variant's precisions and distance maps through the method's own Eq. 1
+and Eq. 2), :mod:`~padim_repro.study.ablations.experiments` (the experiments, with keyed, resumable rows), :mod:`~padim_repro.study.ablations.tables` and :mod:`~padim_repro.study.ablations.figures`
+(what the notebooks show), and :func:`run_ablations` (one notebook per experiment, ``make ablations``).
 """
 
 from __future__ import annotations
@@ -27,13 +18,14 @@ from typing import Any
 from ...backbones import build_backbone
 from ...data import DataError, list_categories
 from ..notebooks import execute, from_repo
-from .cache import BACKBONE, DEFAULT_CACHE, LAYERS, EmbeddingCache, Embeddings, log
+from .embeddings import BACKBONE, LAYERS, CategoryEmbedder, Embeddings, log
 from .experiments import ABLATIONS_DIR, EXPERIMENTS, load_results, results_path, run_experiment
 from .figures import plot_layers, plot_n_features, plot_protocol, plot_sigma
 from .tables import (
     comparison_table,
     n_features_summary,
     paper_rd100_reference,
+    pca_table,
     per_category_table,
     protocol_table,
     seed_spread,  # fmt: skip
@@ -46,7 +38,7 @@ NOTEBOOKS = tuple(f"ablation_{name}" for name in EXPERIMENTS)
 BOOK_ABLATIONS = Path("book") / "ablations"
 
 __all__ = [
-    "EmbeddingCache", "Embeddings", "comparison_table", "load_results", "n_features_summary", "paper_rd100_reference",
+    "CategoryEmbedder", "Embeddings", "comparison_table", "load_results", "n_features_summary", "paper_rd100_reference", "pca_table",
     "per_category_table", "plot_layers", "plot_n_features", "plot_protocol", "plot_sigma", "protocol_table",
     "results_path", "run_ablations", "run_experiment", "seed_spread", "sigma_table", "timing_summary",
 ]  # fmt: skip
@@ -59,15 +51,13 @@ def run_ablations(
     categories: Sequence[str] | None = None,
     book_dir: str | Path = "book",
     force: bool = False,
-    cache_dir: str | Path | None = None,
     device: str = "auto",
     extra_parameters: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Execute the four ablation notebooks into ``BOOK_DIR/ablations/NAME.ipynb``; returns their paths.
+    """Execute the ablation notebooks into ``BOOK_DIR/ablations/NAME.ipynb``; returns their paths.
 
-    Resumable: a notebook whose categories already have rows with the same data, weights and parameters in
-    ``RESULTS/ablations/EXPERIMENT.csv`` only reads them back (unless ``force``), and the embeddings and
-    distance maps are cached under ``cache_dir`` (default ``.cache/embeddings``). ``extra_parameters`` go to
+    Resumable: a notebook whose categories already have rows computed from the same settings, data, weights and
+    code in ``RESULTS/ablations/EXPERIMENT.csv`` only reads them back (unless ``force``). ``extra_parameters`` go to
     every notebook (the tests use them to shrink the images).
     """
     present = list_categories(data_root)  # DataError naming the folder when it is missing
@@ -81,7 +71,6 @@ def run_ablations(
         "data_root": from_repo(data_root),
         "weights": spec,
         "results_root": from_repo(results_root),
-        "cache_dir": from_repo(cache_dir if cache_dir is not None else DEFAULT_CACHE),
         "device": device,
         "force": bool(force),
         **(extra_parameters or {}),

@@ -6,7 +6,6 @@ category mean); the paper's are means over all 15 MVTec AD categories, with thei
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pandas as pd
 
 from .. import reference
 from ..report import METRIC_LABEL, METRICS
-from .cache import BACKBONE
-from .experiments import results_path
+from .embeddings import BACKBONE
+from .experiments import store
 
 #: Rows of the paper's Tables I and II: (our label, the paper's model name, how to select our rows).
 PAPER_ROWS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
@@ -149,24 +148,37 @@ def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def timing_summary(results_root: str | Path, experiment: str, categories: Sequence[str] | None = None) -> str:
-    """Markdown lines: per category, whether this invocation computed or reused it, and the seconds it took."""
-    path = results_path(results_root, experiment).with_suffix(".json")
-    if not path.is_file():
-        return f"No timings recorded for {experiment} yet."
-    side = json.loads(path.read_text())
+    """Markdown lines: per category, whether the last invocation computed or reused its rows, when and at which
+    commit they were computed, and how long that took."""
+    manifest = store(results_root, experiment).manifest()
+    last = manifest.get("last_invocation")
+    if not last:
+        return f"No rows recorded for {experiment} yet."
     lines = []
-    for cat, t in side.get("categories", {}).items():
-        if categories and cat not in categories:
+    for cat in categories or last["categories"]:
+        g = manifest["groups"].get(cat)
+        if g is None:
             continue
-        if t.get("reused"):
-            earlier = f", computed earlier in {t['seconds']:.0f} s" if "seconds" in t else ""
-            lines.append(f"- **{cat}**: read back from `{results_path(results_root, experiment)}` (same data, "
-                         f"weights and parameters{earlier}; `force=True` recomputes)")  # fmt: skip
-        else:
-            cached = ", ".join(f"{k}: {'cache' if v else 'backbone'}" for k, v in t["embeddings_from_cache"].items())
-            lines.append(f"- **{cat}**: computed in {t['seconds']:.0f} s, of which {t['embeddings_seconds']:.0f} s "
-                         f"for the embeddings ({cached})")  # fmt: skip
-    lines.append(f"- this invocation: {side['last_invocation_seconds']:.0f} s on {side['device']} "
-                 f"({side.get('workers', '?')} worker threads with {side.get('linalg_threads', '?')} torch thread "
-                 f"each; load average {side.get('load_average', '?')} at the end)")  # fmt: skip
+        how = "read back (same settings, data, weights and code)" if cat in last["reused"] else "computed"
+        lines.append(f"- **{cat}**: {how}; computed in {g['seconds']:.0f} s (of which {g['embeddings_seconds']:.0f} s "
+                     f"for the backbone) at commit `{(g.get('git_commit') or 'unknown')[:12]}`")  # fmt: skip
+    lines.append(f"- this invocation: {last['seconds']:.0f} s on {last['device']} ({last['workers']} worker threads "
+                 f"with one torch thread each; load average {last['load_average']} at the end)")  # fmt: skip
     return "\n".join(lines)
+
+
+def pca_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The PCA probe: each variant's metrics (%), mean over the categories run, then per category; the paper's
+    PCA100 and Rd100 (means over 15 categories) beside the variants they correspond to."""
+    paper = reference.paper()
+    paper_model = {"pca_pooled_top": "PaDiM-R18-PCA100", "random": "PaDiM-R18-Rd100 (mean of 10 seeds)"}
+    rows = []
+    for (variant, method), sub in df.groupby(["variant", "method"], sort=False):
+        row: dict[str, Any] = {"variant": variant}
+        row.update({f"{METRIC_LABEL[m]} ours": round(100 * sub[m].mean(), 2) for m in METRICS})
+        for m in ("pixel_auroc", "pro"):
+            row[f"{METRIC_LABEL[m]} paper"] = (_paper_cell(paper_model[method], "all", m, paper)
+                                               if method in paper_model else "not in the paper")  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant").join(per_category_table(df))
+

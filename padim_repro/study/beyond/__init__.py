@@ -5,7 +5,7 @@
 2. ``efficientnet``: PaDiM with an ImageNet EfficientNet backbone (the paper's best image-level model uses
    EfficientNet-B5, not available offline; here EfficientNet-Lite0, :mod:`padim_repro.backbones`) beside
    PaDiM-R18-Rd100.
-3. ``magnetic_tile``: PaDiM-R18-Rd100 on the Magnetic Tile Defect dataset (:mod:`.magnetic_tile`), a
+3. ``magnetic_tile``: PaDiM-R18-Rd100 on the Magnetic Tile Defect dataset (:mod:`~padim_repro.study.beyond.magnetic_tile`), a
    second real dataset with pixel masks, overall and per defect type.
 
 Each experiment function does the heavy work once and keeps its results as CSV files under ``RESULTS/beyond/``

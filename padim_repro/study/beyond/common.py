@@ -26,11 +26,6 @@ def write_csv(path: Path, df: pd.DataFrame) -> Path:
     return atomic_write(path, lambda fh: fh.write(df.to_csv(index=False).encode()))
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A results CSV; hashes stay strings (a key of digits only must not turn into a number)."""
-    return pd.read_csv(path, dtype={"config_key": str, "weights_id": str})
-
-
 def present_categories(data_root: str | Path, categories: Sequence[str] | str | None) -> list[str]:
     """The asked categories (all present by default) that exist under ``data_root``; the absent ones are named."""
     present = list_categories(data_root)

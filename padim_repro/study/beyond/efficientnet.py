@@ -20,11 +20,11 @@ import torch
 from ... import backbones as B
 from ...config import PadimConfig
 from ...features import select_channels
-from ...storage import write_json
 from ..provenance import provenance
 from ..report import METRICS
+from ..rows import RowStore
 from ..runs import run_or_load
-from .common import beyond_dir, present_categories, read_csv, write_csv
+from .common import beyond_dir, present_categories
 
 
 def describe_levels(backbone: str, levels: Sequence[int] = B.PAPER_LEVELS) -> pd.DataFrame:
@@ -63,40 +63,37 @@ def efficientnet_experiment(data_root: str | Path, results_root: str | Path, wei
                             effnet_d: Sequence[int | None] = (100, 0), categories: Sequence[str] | str | None = None,
                             force: bool = False, **config: Any) -> pd.DataFrame:  # fmt: skip
     """PaDiM-R18-Rd100 and PaDiM-EfficientNet (the paper's levels 2, 4, 5; ``effnet_d`` kept channels each, 0 =
-    all) on each category, as ordinary runs (:func:`~padim_repro.study.runs.run_or_load`); one row per
-    (category, model) in ``RESULTS/beyond/efficientnet.csv``, metrics as fractions. Rows already there (same
-    category and config key) are kept and not recomputed unless ``force``; the JSON beside the CSV records the
-    configurations of the last call.
+    all) on each category, as ordinary runs (:func:`~padim_repro.study.runs.run_or_load`: reused when complete,
+    unless ``force``); one row per (category, model) in ``RESULTS/beyond/efficientnet.csv``, keyed by its run,
+    metrics as fractions.
 
     Defaults: the local EfficientNet-Lite0 ImageNet weights in ``tf_efficientnet_lite0``.
     """
     backbone = effnet_backbone or B.LITE0_BACKBONE
     weights = effnet_weights or lite0_weights_spec()
-    out = beyond_dir(results_root) / "efficientnet.csv"
+    rows_store = RowStore(beyond_dir(results_root), "efficientnet")
     configs = [("PaDiM-R18-Rd100", PadimConfig(weights=weights_r18, **config))]
     for d in effnet_d:
         c = PadimConfig(backbone=backbone, layers=B.paper_layers(backbone), d=d, weights=weights, **config)
         configs.append((f"PaDiM-{backbone}-{'Rd' + str(c.resolved_d) if c.resolved_d else 'all'}", c))
-    wanted = [(category, name, c) for category in present_categories(data_root, categories) for name, c in configs]
-    rows = read_csv(out).to_dict("records") if out.is_file() else []
-    have = {(r["category"], r["config_key"]) for r in rows}
+    out = []
     t_start = time.perf_counter()
-    for category, name, c in wanted:
-        if (category, c.key()) in have and not force:
-            continue
-        record, _, run_dir = run_or_load(category, data_root, results_root, c, force=force)
-        rows = [r for r in rows if (r["category"], r["config_key"]) != (category, c.key())]
-        rows.append({"category": category, "model": name, "backbone": c.backbone, "layers": ",".join(c.layers),
-                     "d": record["d"], "n_channels_total": record["n_channels_total"],
-                     **{m: record[m] for m in METRICS}, "fit_s": record["timings"]["fit_s"],
-                     "predict_per_image_s": record["timings"]["predict_per_image_s"],
-                     "weights_id": record["weights"]["fingerprint"], "config_key": c.key(),
-                     "run_dir": str(Path(run_dir).relative_to(results_root))})  # fmt: skip
-        write_csv(out, pd.DataFrame(rows))
-    write_json(out.with_suffix(".json"), {"configs": {n: c.to_dict() for n, c in configs},
-               "wall_s_last_call": time.perf_counter() - t_start, **provenance()})  # fmt: skip
-    by_key = {(r["category"], r["config_key"]): r for r in rows}
-    return pd.DataFrame([by_key[(category, c.key())] for category, _, c in wanted])
+    for category in present_categories(data_root, categories):
+        for name, c in configs:
+            run = run_or_load(category, data_root, results_root, c, force=force)
+            record = run.record
+            row = pd.DataFrame([{
+                "category": category, "model": name, "backbone": c.backbone, "layers": ",".join(c.layers),
+                "d": record["d"], "n_channels_total": record["n_channels_total"], **{m: record[m] for m in METRICS},
+                "fit_s": record["timings"]["fit_s"], "predict_per_image_s": record["timings"]["predict_per_image_s"],
+                "weights_id": record["weights"]["fingerprint"],
+                "run_dir": run.run_dir.relative_to(results_root).as_posix()}])  # fmt: skip
+            group, key = f"{category}/{name}", run.manifest_sha256
+            done = rows_store.done(group, key)
+            out.append(done if done is not None else rows_store.put(group, key, row))
+    rows_store.note(configs={n: c.to_dict() for n, c in configs}, wall_s_last_call=time.perf_counter() - t_start,
+                    **provenance())  # fmt: skip
+    return pd.concat(out, ignore_index=True).drop(columns=["group", "run_key"])
 
 
 def kept_channels_per_layer(backbone: str, layers: Sequence[str], d: int | None, seed: int = 1024) -> pd.Series:

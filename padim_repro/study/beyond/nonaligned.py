@@ -41,12 +41,13 @@ from torchvision.transforms import functional as TF
 
 from ...config import PadimConfig
 from ...data import MVTecDataset, Sample, binarize_mask, find_samples, normalize_image, resize_image, resize_mask
-from ...storage import write_json
 from .. import reference
+from ..identity import code_fingerprint, identity_key
 from ..provenance import provenance
 from ..report import METRICS
+from ..rows import RowStore
 from ..runs import fit_evaluate, run_or_load
-from .common import beyond_dir, present_categories, read_csv, write_csv
+from .common import beyond_dir, present_categories
 
 #: The paper's rotation range, in degrees (an angle is drawn uniformly in (-MAX_ANGLE, +MAX_ANGLE)).
 MAX_ANGLE = 10.0
@@ -137,55 +138,51 @@ NONALIGNED_SEEDS = (0, 1, 2, 3, 4)
 #: The paper's non-aligned model, and its aligned counterpart.
 PAPER_NONALIGNED_MODEL = "PaDiM-WR50-Rd550 on non-aligned MVTec"
 PAPER_ALIGNED_MODEL = "PaDiM-WR50-Rd550"
+#: The study modules whose code, with the method's, computes a non-aligned row.
+CODE = ("study/runs.py", "study/beyond/nonaligned.py")
 
 
 def nonaligned_experiment(data_root: str | Path, results_root: str | Path, weights: str,
                           categories: Sequence[str] | str | None = None, seeds: Sequence[int] = NONALIGNED_SEEDS,
                           force: bool = False, progress: bool | None = None, **config: Any
                           ) -> pd.DataFrame:  # fmt: skip
-    """PaDiM (default R18-Rd100; ``config`` overrides :class:`~padim_repro.config.PadimConfig` fields) on each category, aligned and
-    in each non-aligned version ``seeds``; one row per (category, protocol, seed), metrics as fractions.
+    """PaDiM (default R18-Rd100; ``config`` overrides :class:`~padim_repro.config.PadimConfig` fields) on each
+    category, aligned and in each non-aligned version ``seeds``; one row per (category, protocol, seed), metrics as
+    fractions.
 
-    Rows are written to ``RESULTS/beyond/nonaligned.csv`` as runs finish (so an interrupted call resumes where it
-    stopped); existing rows (same category, protocol, seed and config key) are kept and not recomputed unless
-    ``force``, rows of other categories or configurations are left alone. The aligned rows come from the ordinary
-    (cached) runs of :func:`~padim_repro.study.runs.run_or_load`. Returns the rows of this call's categories and seeds.
+    The aligned row is the ordinary run of :func:`~padim_repro.study.runs.run_or_load`. Each non-aligned row is a
+    group of ``RESULTS/beyond/nonaligned.csv`` keyed by the aligned run's identity (settings, data, weights), the
+    seed, the rotation range and the code (:class:`~padim_repro.study.rows.RowStore`), stored as soon as it is
+    computed (an interrupted call resumes where it stopped) and reused unless ``force``. Returns this call's rows.
     """
     cfg = PadimConfig(weights=weights, **config)
-    key = cfg.key()
-    out = beyond_dir(results_root) / "nonaligned.csv"
-    rows = {(r["category"], r["protocol"], int(r["seed"]), r["config_key"]): r
-            for r in (read_csv(out).to_dict("records") if out.is_file() else [])}  # fmt: skip
-    common = {"config_key": key}
-    wanted = []
+    rows_store, code = RowStore(beyond_dir(results_root), "nonaligned"), code_fingerprint(CODE)
+    out = []
     t_start = time.perf_counter()
     for category in present_categories(data_root, categories):
-        row_id = (category, "aligned", -1, key)
-        wanted.append(row_id)
-        if force or row_id not in rows:
-            record, _, run_dir = run_or_load(category, data_root, results_root, cfg, force=force)
-            rows[row_id] = {"category": category, "protocol": "aligned", "seed": -1,
-                            **{m: record[m] for m in METRICS}, "fit_s": record["timings"]["fit_s"],
-                            "predict_s": record["timings"]["predict_s"], **common,
-                            "weights_id": record["weights"]["fingerprint"]}  # fmt: skip
-            write_csv(out, pd.DataFrame(list(rows.values())))
+        aligned = run_or_load(category, data_root, results_root, cfg, force=force, progress=progress)
+        rec = aligned.record
+        common = {"weights_id": rec["weights"]["fingerprint"], "run_key": aligned.manifest.get("key")}
+        out.append({"category": category, "protocol": "aligned", "seed": -1, **{m: rec[m] for m in METRICS},
+                    "fit_s": rec["timings"]["fit_s"], "predict_s": rec["timings"]["predict_s"], **common})
         for seed in seeds:
-            row_id = (category, "non-aligned", int(seed), key)
-            wanted.append(row_id)
-            if row_id in rows and not force:
-                continue
-            train, test = load_nonaligned(data_root, category, seed, cfg.resize, cfg.crop, cfg.interpolation)
-            res = fit_evaluate(cfg, train, test, progress)
-            rows[row_id] = {"category": category, "protocol": "non-aligned", "seed": int(seed),
-                            **{m: res["metrics"][m] for m in METRICS}, "fit_s": res["timings"]["fit_s"],
-                            "predict_s": res["timings"]["predict_s"], **common, "weights_id": res["weights_id"]}
-            write_csv(out, pd.DataFrame(list(rows.values())))
-            print(f"non-aligned {category} seed {seed}: " + ", ".join(f"{m} {res['metrics'][m]:.4f}" for m in METRICS),
-                  file=sys.stderr)  # fmt: skip
-    write_json(out.with_suffix(".json"), {"config": cfg.to_dict(), "config_key": key, "seeds": list(seeds),
-               "max_angle": MAX_ANGLE, "data_root": str(data_root), "wall_s_last_call": time.perf_counter() - t_start,
-               **provenance()})  # fmt: skip
-    return pd.DataFrame([rows[r] for r in wanted])
+            group = f"{category}/seed{int(seed)}"
+            key = identity_key({"aligned": aligned.manifest.get("identity"), "seed": int(seed), "max_angle": MAX_ANGLE,
+                                "code": code}, 16)  # fmt: skip
+            done = None if force else rows_store.done(group, key)
+            if done is None:
+                train, test = load_nonaligned(data_root, category, seed, cfg.resize, cfg.crop, cfg.interpolation)
+                res = fit_evaluate(cfg, train, test, progress)
+                done = rows_store.put(group, key, pd.DataFrame([{
+                    "category": category, "protocol": "non-aligned", "seed": int(seed),
+                    **{m: res["metrics"][m] for m in METRICS}, "fit_s": res["timings"]["fit_s"],
+                    "predict_s": res["timings"]["predict_s"], "weights_id": res["weights_id"]}]))  # fmt: skip
+                print(f"non-aligned {category} seed {seed}: "
+                      + ", ".join(f"{m} {res['metrics'][m]:.4f}" for m in METRICS), file=sys.stderr)  # fmt: skip
+            out.append(done.drop(columns=["group", "run_key"]).iloc[0].to_dict())
+    rows_store.note(config=cfg.to_dict(), seeds=list(seeds), max_angle=MAX_ANGLE, data_root=str(data_root), code=code,
+                    wall_s_last_call=time.perf_counter() - t_start, **provenance())  # fmt: skip
+    return pd.DataFrame(out)
 
 
 def nonaligned_summary(df: pd.DataFrame) -> pd.DataFrame:
