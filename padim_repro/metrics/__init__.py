@@ -116,7 +116,7 @@ def evaluate(
     else:
         undefined.update(dict.fromkeys(("image_auroc", "image_f1_max", "image_ap"), "no defective test image"))
     if masks_arr.any() and not masks_arr.all():
-        pixels = region_curve(maps_arr, masks_arr)
+        pixels = region_curve(maps_arr, masks_arr, pro_until_fpr=fpr_limit)
         out["pixel_auroc"], out["pixel_f1_max"] = auroc(pixels), f1_max(pixels)
         out["pixel_ap"] = average_precision(pixels)
         out["pro"] = area_to_limit(*pro_points(pixels), fpr_limit) / fpr_limit

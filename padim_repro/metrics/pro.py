@@ -36,6 +36,13 @@ _STRUCTURE_8_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE_8_PER_IMAGE[1] = True
 
 
+def label_regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """The ground-truth regions of (N, H, W) bool masks: 8-connected components within each image, numbered 1..n
+    over the whole test set (0: defect-free pixels), and n."""
+    regions, n_regions = ndimage.label(masks, structure=_STRUCTURE_8_PER_IMAGE)
+    return regions, int(n_regions)
+
+
 def pro_curve(anomaly_maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     """Exact Per-Region-Overlap curve ``(fpr, pro)`` over all distinct scores.
 
@@ -83,11 +90,11 @@ def pro_curve(anomaly_maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     return pro_points(curve)
 
 
-def region_curve(maps: np.ndarray, masks: np.ndarray) -> Curve | None:
+def region_curve(maps: np.ndarray, masks: np.ndarray, pro_until_fpr: float = 1.0) -> Curve | None:
     """The :class:`~padim_repro.metrics.curves.Curve` of checked (N, H, W) maps and masks with the PRO of every
-    threshold; None (and an :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning`) without anomalous or without
-    normal pixels."""
-    regions, n_regions = ndimage.label(masks, structure=_STRUCTURE_8_PER_IMAGE)
+    threshold up to the first beyond FPR ``pro_until_fpr``; None (and an
+    :class:`~padim_repro.metrics.inputs.UndefinedMetricWarning`) without anomalous or without normal pixels."""
+    regions, n_regions = label_regions(masks)
     n_normal = masks.size - int(np.count_nonzero(masks))
     if n_regions == 0 or n_normal == 0:
         warn_undefined(
@@ -96,13 +103,14 @@ def region_curve(maps: np.ndarray, masks: np.ndarray) -> Curve | None:
             + "; returning NaN"
         )
         return None
-    return binary_curve(maps, masks, regions, n_regions)
+    return binary_curve(maps, masks, regions, n_regions, pro_until_fpr)
 
 
 def pro_points(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, PRO) from (0, 0) to (1, 1) of a curve computed with regions."""
+    """(FPR, PRO) from (0, 0), of a curve computed with regions, as far as its PRO was computed (to (1, 1) unless
+    cut at a smaller FPR)."""
     assert curve.pro is not None
-    return np.concatenate(([0.0], curve.fp / curve.n_neg)), np.concatenate(([0.0], curve.pro))
+    return np.concatenate(([0.0], curve.fp[: curve.pro.size] / curve.n_neg)), np.concatenate(([0.0], curve.pro))
 
 
 def area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:

@@ -1,0 +1,107 @@
+"""padim_repro.study.uncertainty: the stratified image bootstrap, checked against evaluate on materialised resamples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from padim_repro.metrics import evaluate
+from padim_repro.study.uncertainty import METRICS, bootstrap_intervals, bootstrap_values, stratified_weights
+
+
+def _run(seed: int = 0, n_good: int = 4, n_defective: int = 6, size: int = 12, signal: float = 1.2):  # noqa: ANN202
+    """A small synthetic run: rounded maps (ties), rectangles and single-pixel defects, max-of-map image scores."""
+    rng = np.random.default_rng(seed)
+    n = n_good + n_defective
+    labels = np.r_[np.zeros(n_good, int), np.ones(n_defective, int)]
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(n_good, n):
+        for _ in range(int(rng.integers(1, 3))):
+            y, x = rng.integers(0, size - 3, 2)
+            masks[i, y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = True
+    maps = np.round(rng.normal(size=masks.shape) + signal * masks, 1).astype(np.float32)
+    scores = maps.reshape(n, -1).max(1) + 0.5 * labels * rng.random(n)
+    return maps, masks, scores, labels
+
+
+def _types(labels: np.ndarray) -> list[str]:
+    return ["good" if v == 0 else "defect" for v in labels]
+
+
+def test_estimate_equals_evaluate() -> None:
+    maps, masks, scores, labels = _run(1)
+    ref = evaluate(maps, masks, scores, labels, _types(labels))
+    out = bootstrap_intervals(maps, masks, scores, labels, n_resamples=20, seed=0)
+    assert set(out) == set(METRICS)
+    for m in METRICS:
+        assert out[m]["estimate"] == pytest.approx(ref[m], abs=1e-12)
+        assert out[m]["n_resamples"] + out[m]["n_skipped"] == 20
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_resamples_equal_evaluate_on_the_materialised_resamples(seed: int) -> None:
+    maps, masks, scores, labels = _run(2)
+    _, values = bootstrap_values(maps, masks, scores, labels, n_resamples=5, seed=seed)
+    rng = np.random.default_rng(seed)  # the documented draws, reproduced here
+    good, defective = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    for b in range(5):
+        idx = np.concatenate([good[rng.integers(0, good.size, good.size)],
+                              defective[rng.integers(0, defective.size, defective.size)]])  # fmt: skip
+        ref = evaluate(np.take(maps, idx, 0), np.take(masks, idx, 0), np.take(scores, idx), np.take(labels, idx),
+                       _types(np.take(labels, idx)))  # fmt: skip
+        for m in METRICS:
+            assert values[m][b] == pytest.approx(ref[m], abs=1e-9), (b, m)
+
+
+def test_stratification_keeps_the_counts_per_label() -> None:
+    labels = np.r_[np.zeros(5, bool), np.ones(9, bool)]
+    rng = np.random.default_rng(3)
+    draws = np.stack([stratified_weights(rng, labels) for _ in range(200)])
+    assert np.all(draws[:, ~labels].sum(1) == 5) and np.all(draws[:, labels].sum(1) == 9)
+    assert np.all(draws == np.round(draws)) and np.all(draws >= 0)
+    assert draws.std(0).min() > 0  # every image is sometimes drawn more, sometimes less often
+    assert np.unique(draws, axis=0).shape[0] > 150  # resamples differ
+
+
+def test_seeded_and_sane() -> None:
+    maps, masks, scores, labels = _run(4, n_good=6, n_defective=8, signal=1.5)
+    a = bootstrap_intervals(maps, masks, scores, labels, n_resamples=300, seed=11)
+    assert a == bootstrap_intervals(maps, masks, scores, labels, n_resamples=300, seed=11)
+    b = bootstrap_intervals(maps, masks, scores, labels, n_resamples=300, seed=12)
+    assert any(a[m]["low"] != b[m]["low"] or a[m]["high"] != b[m]["high"] for m in METRICS)
+    for m in METRICS:
+        r = a[m]
+        assert r["n_resamples"] == 300 and r["n_skipped"] == 0
+        assert 0.0 <= r["low"] <= r["high"] <= 1.0
+        assert r["low"] - 0.02 <= r["estimate"] <= r["high"] + 0.02, m
+    for m in ("pixel_auroc", "pro"):
+        assert a[m]["low"] < a[m]["estimate"] < a[m]["high"]
+    narrow = bootstrap_intervals(maps, masks, scores, labels, n_resamples=300, seed=11, level=0.5)
+    assert all(a[m]["low"] <= narrow[m]["low"] <= narrow[m]["high"] <= a[m]["high"] for m in METRICS)
+
+
+def test_a_resample_without_defect_pixels_is_skipped_and_counted() -> None:
+    maps, masks, scores, labels = _run(5, n_good=3, n_defective=3)
+    masks[4:] = False  # defective images 4 and 5 have empty masks: only image 3 holds defect pixels
+    out = bootstrap_intervals(maps, masks, scores, labels, n_resamples=40, seed=2)
+    rng = np.random.default_rng(2)
+    missed = sum(stratified_weights(rng, labels.astype(bool))[3] == 0 for _ in range(40))
+    assert 0 < missed < 40
+    for m in ("pixel_auroc", "pro", "pixel_f1_max"):
+        assert (out[m]["n_skipped"], out[m]["n_resamples"]) == (missed, 40 - missed)
+    for m in ("image_auroc", "image_f1_max", "image_ap"):
+        assert out[m]["n_skipped"] == 0
+
+
+def test_metrics_undefined_on_the_test_set_have_no_interval() -> None:
+    maps, masks, scores, labels = _run(6, n_good=0, n_defective=5)
+    out = bootstrap_intervals(maps, masks, scores, labels, n_resamples=10, seed=0)
+    ref = evaluate(maps, masks, scores, labels, _types(labels))
+    assert ref["image_auroc"] is None
+    assert out["image_auroc"] == {"estimate": None, "low": None, "high": None, "n_resamples": 0, "n_skipped": 10}
+    assert out["image_ap"]["estimate"] == pytest.approx(ref["image_ap"], abs=1e-12)  # always 1: all defective
+    assert out["pro"]["n_resamples"] == 10
+    with pytest.raises(ValueError):
+        bootstrap_intervals(maps, masks, scores, labels, n_resamples=0)
+    with pytest.raises(ValueError):
+        bootstrap_intervals(maps, masks, scores, labels, level=1.0)
