@@ -12,7 +12,6 @@ import random
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_backbone
@@ -32,8 +31,20 @@ def select_channels(n_channels: int, d: int | None, seed: int) -> torch.Tensor:
     return torch.tensor(sorted(random.Random(seed).sample(range(n_channels), d)))
 
 
+def nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
+    """Source rows of nearest-neighbour upsampling from ``size_in`` to ``size_out``, as ``F.interpolate(mode=
+    "nearest")`` picks them: ``min(floor(i * size_in / size_out), size_in - 1)`` with the scale in float32."""
+    scale = torch.tensor(size_in / size_out, dtype=torch.float32)
+    return (torch.arange(size_out, dtype=torch.float32) * scale).floor().long().clamp_(max=size_in - 1)
+
+
 class FeatureExtractor(nn.Module):
-    """Backbone + patch embedding: images (B, 3, H, W) -> embeddings (B, d, h, w) on the first layer's grid."""
+    """Backbone + patch embedding: images (B, 3, H, W) -> embeddings (B, d, h, w) on the first layer's grid.
+
+    The embeddings are returned in ``channels_last`` memory format: each position's d values are contiguous, which
+    is the layout the Gaussian accumulation and the Mahalanobis distance read (as (positions, images, d) matrices)
+    without a transposing copy.
+    """
 
     def __init__(self, backbone: str, layers: Sequence[str], weights: str, d: int | None, seed: int):
         super().__init__()
@@ -53,13 +64,17 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # channels_last runs the convolutions about 1.5x faster on CPU (oneDNN) with the same results.
         feats = self.model(images.contiguous(memory_format=torch.channels_last))
-        size = feats[0].shape[-2:]
-        parts = []
+        b, (h, w) = images.shape[0], feats[0].shape[-2:]
+        out = torch.empty(b, h, w, int(self.channel_indices.numel()), dtype=feats[0].dtype, device=feats[0].device)
+        start = 0
         for f, idx in zip(feats, self._per_layer):
             if idx.numel() == 0:
                 continue
-            f = f.index_select(1, idx.to(f.device))
-            if f.shape[-2:] != size:
-                f = F.interpolate(f, size=size, mode="nearest")
-            parts.append(f)
-        return torch.cat(parts, dim=1).contiguous()
+            part = f.permute(0, 2, 3, 1).index_select(3, idx.to(f.device))  # (B, h_l, w_l, d_l)
+            if part.shape[1:3] != (h, w):  # nearest-neighbour upsampling to the first layer's grid
+                rows = nearest_indices(part.shape[1], h).to(f.device)
+                cols = nearest_indices(part.shape[2], w).to(f.device)
+                part = part.index_select(1, rows).index_select(2, cols)
+            out[..., start:start + idx.numel()] = part
+            start += idx.numel()
+        return out.permute(0, 3, 1, 2)

@@ -19,8 +19,8 @@ _POSITIONS_PER_STEP = 512
 def mahalanobis(embeddings: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Eq. 2 for all positions: embeddings (B, d, H, W), mean (H*W, d), precision (H*W, d, d) -> (B, H, W)."""
     b, d, h, w = embeddings.shape
-    # One contiguous (P, B, d) copy: strided operands make every later op several times slower.
-    x = embeddings.reshape(b, d, h * w).permute(2, 0, 1).to(precision.dtype).contiguous()
+    # (P, B, d): a view of channels_last embeddings (what FeatureExtractor returns); each chunk's delta is the copy.
+    x = embeddings.movedim(1, -1).reshape(b, h * w, d).transpose(0, 1).to(precision.dtype)
     out = torch.empty(h * w, b, dtype=precision.dtype, device=precision.device)
     for start in range(0, h * w, _POSITIONS_PER_STEP):
         sl = slice(start, start + _POSITIONS_PER_STEP)

@@ -23,7 +23,7 @@ DEFAULTS = {
     "crop": 224,
     "interpolation": "bicubic",
     "weights": "tv_in1k",
-    "batch_size": 32,
+    "batch_size": 8,
     "device": "auto",
 }
 
@@ -39,9 +39,7 @@ def _refused(field: str, **kwargs: object) -> str:
 
 def test_fields_and_defaults_unchanged() -> None:
     config = PadimConfig()
-    assert {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "runtime_fields"} == (
-        DEFAULTS
-    )
+    assert {f.name: getattr(config, f.name) for f in dataclasses.fields(config)} == DEFAULTS
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.sigma = 2.0  # type: ignore[misc]
 
@@ -50,7 +48,6 @@ def test_dict_round_trip_unchanged() -> None:
     config = PadimConfig(d=0, seed=3, sigma=0, epsilon=1, layers=["layer2"], device="cuda:1", batch_size=4)
     assert config.layers == ("layer2",)
     assert PadimConfig.from_dict(config.to_dict()) == config
-    assert PadimConfig.from_dict(config.to_dict()).key() == config.key()
 
 
 # -- sigma ----------------------------------------------------------------------------------------------------

@@ -187,3 +187,4 @@ def test_load_with_device_override(tmp_path: Path, fitted, data: dict) -> None:
     loaded = Padim.load(path, device="cpu", progress=False)
     assert loaded.device == torch.device("cpu") and loaded.config.device == "cpu"
     np.testing.assert_array_equal(loaded.predict(data["test"])[0], maps)
+

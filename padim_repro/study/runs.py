@@ -35,13 +35,17 @@ from ..model import Padim
 from ..storage import sha256_file, write_json, write_npz
 from .identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from .provenance import provenance
+from .uncertainty import bootstrap_intervals
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
-#: The study module whose code, with the method's, computes a run.
-CODE = ("study/runs.py",)
+#: The study modules whose code, with the method's, computes a run.
+CODE = ("study/runs.py", "study/uncertainty.py")
+#: The bootstrap of every run's metrics (:func:`~padim_repro.study.uncertainty.bootstrap_intervals`): resamples,
+#: seed and coverage; part of a run's identity.
+BOOTSTRAP = {"n_resamples": 1000, "seed": 0, "level": 0.95}
 
 
 def settings(config: PadimConfig, device_type: str) -> dict[str, Any]:
@@ -66,12 +70,13 @@ def weights_record(config: PadimConfig, weights_id: str) -> dict[str, Any]:
 
 @dataclass
 class PreparedRun:
-    """A run about to be computed or reused: its data, its model (backbone built), identity and folder name."""
+    """A run about to be computed or reused: its data, its model (backbone built; released by :func:`run_category`
+    once it has predicted), identity and folder name."""
 
     config: PadimConfig
     train: MVTecDataset
     test: MVTecDataset
-    model: Padim
+    model: Padim | None
     identity: dict[str, Any]
     data: dict[str, Any]
     key: str
@@ -93,19 +98,17 @@ def prepare(data_root: str | Path, category: str, config: PadimConfig, progress:
     data = data_fingerprint(data_root, sample_files(train.samples + test.samples))
     identity = {"category": category, "settings": settings(config, model.device.type),
                 "data": {"sha256": data["sha256"], "n_files": data["n_files"]},
-                "weights": model.extractor.weights_id, "code": code_fingerprint(CODE)}  # fmt: skip
+                "weights": model.extractor.weights_id, "bootstrap": BOOTSTRAP,
+                "code": code_fingerprint(CODE)}  # fmt: skip
     key = identity_key({k: v for k, v in identity.items() if k != "code"})
     return PreparedRun(config, train, test, model, identity, data, key)
 
 
-def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, progress: bool | None = None,
-                 model: Padim | None = None) -> dict[str, Any]:  # fmt: skip
-    """Fit PaDiM on ``train``, score ``test`` and evaluate: metrics, the predictions and timings.
-
-    Returns ``{"metrics": evaluate(...), "maps", "masks", "scores", "labels", "defect_types", "timings",
-    "weights_id", "n_channels_total", "d", "model"}`` (arrays as numpy, ``model`` the fitted
-    :class:`~padim_repro.model.Padim`).
-    """
+def fit_predict(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, progress: bool | None = None,
+                model: Padim | None = None) -> dict[str, Any]:  # fmt: skip
+    """Fit PaDiM on ``train`` and score ``test``: ``{"model", "maps", "masks", "scores", "labels", "defect_types",
+    "timings", "weights_id", "n_channels_total", "d"}`` (arrays as numpy, ``model`` the fitted
+    :class:`~padim_repro.model.Padim`)."""
     model = model or Padim(config, progress=progress)
     t0 = time.perf_counter()
     model.fit(batches(train, config.batch_size))
@@ -121,20 +124,28 @@ def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, p
     t0 = time.perf_counter()
     maps, scores = model.predict(images())
     predict_s = time.perf_counter() - t0
-    mask_arr = torch.cat(masks).numpy()
-    labels, types = test.labels, test.defect_types
-    t0 = time.perf_counter()
-    metrics = evaluate(maps, mask_arr, scores, labels, types)
-    metrics_s = time.perf_counter() - t0
     return {
-        "metrics": metrics, "maps": maps, "masks": mask_arr, "scores": scores, "labels": labels,
-        "defect_types": types, "weights_id": model.weights_id_, "n_channels_total": model.extractor.n_channels,
-        "d": config.resolved_d or model.extractor.n_channels,
-        "model": model,
+        "model": model, "maps": maps, "masks": torch.cat(masks).numpy(), "scores": scores, "labels": test.labels,
+        "defect_types": test.defect_types, "weights_id": model.weights_id_,
+        "n_channels_total": model.extractor.n_channels, "d": config.resolved_d or model.extractor.n_channels,
         "timings": {"fit_s": fit_s, "fit_breakdown_s": fit_breakdown, "predict_s": predict_s,
                     "predict_per_image_s": predict_s / len(test), "predict_breakdown_s": dict(model.timings_),
-                    "metrics_s": metrics_s, "n_train": len(train), "n_test": len(test)},
+                    "n_train": len(train), "n_test": len(test)},
     }  # fmt: skip
+
+
+def add_metrics(res: dict[str, Any]) -> dict[str, Any]:
+    """``res`` of :func:`fit_predict` with ``"metrics"`` (:func:`~padim_repro.metrics.evaluate`) and their time."""
+    t0 = time.perf_counter()
+    res["metrics"] = evaluate(res["maps"], res["masks"], res["scores"], res["labels"], res["defect_types"])
+    res["timings"]["metrics_s"] = time.perf_counter() - t0
+    return res
+
+
+def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, progress: bool | None = None,
+                 model: Padim | None = None) -> dict[str, Any]:  # fmt: skip
+    """:func:`fit_predict`, then the metrics: the result also holds ``"metrics"``."""
+    return add_metrics(fit_predict(config, train, test, progress, model))
 
 
 def start_outputs(out_dir: Path) -> None:
@@ -155,12 +166,21 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
     t_start = time.perf_counter()
     run = prepared or prepare(data_root, category, config, progress)
     start_outputs(out_dir)
-    res = fit_evaluate(config, run.train, run.test, progress, model=run.model)
+    res = fit_predict(config, run.train, run.test, progress, model=run.model)
+    outputs = [run.model.save(out_dir / MODEL_FILE)] if save_model else []
+    device = str(run.model.device)
+    res.pop("model")
+    run.model = None  # the Gaussians are not needed to evaluate: free them first (peak memory)
+    add_metrics(res)
+    t0 = time.perf_counter()
+    intervals = bootstrap_intervals(res["maps"], res["masks"], res["scores"], res["labels"], **BOOTSTRAP)
+    res["timings"]["bootstrap_s"] = time.perf_counter() - t0
     labels, defect_types, test = res["labels"], res["defect_types"], run.test
     for metric, why in res["metrics"]["undefined"].items():
         warnings.warn(f"{category}: {metric} is undefined ({why}); recorded as null", stacklevel=2)
     record: dict[str, Any] = {
         **res["metrics"],
+        "intervals": {"method": "stratified image bootstrap, percentile interval", **BOOTSTRAP, **intervals},
         "category": category,
         "group": category_group(category),
         "backbone": config.backbone,
@@ -174,18 +194,16 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
                  "n_files": run.data["n_files"], "sha256": run.data["sha256"]},  # fmt: skip
         "timings": {k: v for k, v in res["timings"].items() if not k.startswith("n_")}
         | {"total_s": time.perf_counter() - t_start},
-        "device": str(run.model.device),
+        "device": device,
         "torch_threads": torch.get_num_threads(),
         **provenance(),
     }
     mask_arr = res["masks"]
-    outputs = [write_npz(out_dir / PREDICTIONS_FILE, scores=res["scores"].astype(np.float32), labels=labels,
-                         defect_types=np.array(defect_types),
-                         image_paths=np.array([str(s.image_path.relative_to(Path(data_root))) for s in test.samples]),
-                         maps=res["maps"].astype(np.float16), masks=np.packbits(mask_arr, axis=-1),
-                         mask_shape=np.array(mask_arr.shape))]  # fmt: skip
-    if save_model:
-        outputs.append(run.model.save(out_dir / MODEL_FILE))
+    paths = np.array([str(s.image_path.relative_to(Path(data_root))) for s in test.samples])
+    outputs.append(write_npz(out_dir / PREDICTIONS_FILE, scores=res["scores"].astype(np.float32), labels=labels,
+                             defect_types=np.array(defect_types), image_paths=paths,
+                             maps=res["maps"].astype(np.float16), masks=np.packbits(mask_arr, axis=-1),
+                             mask_shape=np.array(mask_arr.shape)))  # fmt: skip
     outputs.append(write_json(out_dir / METRICS_FILE, record))
     write_manifest(out_dir, run.key, run.identity, outputs, git_commit=record["git_commit"],
                    data_files=run.data["files"])  # fmt: skip
