@@ -23,6 +23,8 @@ from padim_repro.scoring import mahalanobis
 from padim_repro.study import ablations as ab
 from padim_repro.study.ablations import experiments as X
 from padim_repro.study.ablations import variants as V
+from padim_repro.study.ablations.embeddings import PositionGaussians
+from padim_repro.study.ablations.work import CategoryWork
 from padim_repro.study.synthetic import make_synthetic_category
 
 SIZE = dict(resize=64, crop=56)
@@ -111,6 +113,17 @@ def test_pca_matches_sklearn(emb: ab.Embeddings, train_embeddings: torch.Tensor)
 
 
 @pytest.mark.parametrize("largest", [True, False])
+def test_pooled_pca_as_a_sub_block_of_the_rotated_covariance(emb: ab.Embeddings, largest: bool) -> None:
+    """CategoryWork's pooled PCA (a sub-block of the covariance rotated once into the principal axes) == projecting
+    the covariance on the d axes directly (W^T Sigma W)."""
+    d = 20
+    axes = V.principal_axes(emb.gaussians)
+    w = axes[:, :d] if largest else axes[:, -d:]
+    direct = V.variant_distances(emb.gaussians, emb.test, projection=w)
+    assert _rel(CategoryWork(emb).pooled_pca(d, largest), direct) < 1e-4
+
+
+@pytest.mark.parametrize("largest", [True, False])
 def test_position_pca_equals_brute_force(largest: bool) -> None:
     """One PCA per position (largest or smallest variance), on full-rank synthetic Gaussians: project each
     position's training and test vectors on its own eigenvectors, fit the Gaussian there in float64, compare."""
@@ -123,8 +136,9 @@ def test_position_pca_equals_brute_force(largest: bool) -> None:
     acc = GaussianAccumulator(d, p)
     acc.update(x.float())
     mean, cov = acc.covariance()
-    g = V.PositionGaussians(mean, cov, n, torch.arange(d))
-    ours = V.variant_distances(g, t.float().reshape(7, d, p, 1), projection=V.position_axes(g, k, largest))
+    emb = ab.Embeddings("toy", "key", PositionGaussians(mean, cov, n, torch.arange(d)), t.float().reshape(7, d, p, 1),
+                        np.zeros((7, 4, 4), bool), np.zeros(7, int), ["good"] * 7, ("layer1",), (d,), 4, 4, "w", 0.0)
+    ours = CategoryWork(emb).position_pca(k, largest)
     for q in range(p):
         xq = x[:, :, q].double()
         vecs = torch.linalg.eigh(torch.cov(xq.T))[1]
@@ -133,7 +147,7 @@ def test_position_pca_equals_brute_force(largest: bool) -> None:
         prec = torch.linalg.inv(torch.cov(z.T) + 0.01 * torch.eye(k, dtype=torch.float64))
         delta = t[:, :, q].double() @ w - z.mean(0)
         ref = torch.einsum("mi,ij,mj->m", delta, prec, delta).sqrt()
-        assert _rel(ours.reshape(7, p)[:, q], ref) < 1e-4, q
+        assert _rel(ours.reshape(7, p)[:, q], ref) < 1e-4, q  # float32 eigenvectors
 
 
 def test_full_rotation_is_all_channels(synthetic_root: Path) -> None:

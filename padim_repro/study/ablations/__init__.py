@@ -1,11 +1,17 @@
 """Ablations of the paper (Defard et al., 2020): its Tables I and II, its choice sigma = 4, the preprocessing, and
-a probe of its PCA result; all with ResNet-18, all three metrics, every category asked for (see
-:mod:`~padim_repro.study.ablations.experiments` for the five experiments).
+a probe of its PCA result; all with ResNet-18, all three metrics, every category asked for (the five experiments
+are described in :mod:`~padim_repro.study.ablations.experiments`).
 
-The package is split by concern: :mod:`~padim_repro.study.ablations.embeddings` (one category through the backbone, into the method's
-Gaussian accumulator), :mod:`~padim_repro.study.ablations.variants` (every variant's precisions and distance maps through the method's own Eq. 1
-and Eq. 2), :mod:`~padim_repro.study.ablations.experiments` (the experiments, with keyed, resumable rows), :mod:`~padim_repro.study.ablations.tables` and :mod:`~padim_repro.study.ablations.figures`
-(what the notebooks show), and :func:`run_ablations` (one notebook per experiment, ``make ablations``).
+Split by concern:
+
+* :mod:`~padim_repro.study.ablations.embeddings`: one category through the backbone, into the method's Gaussian
+  accumulator;
+* :mod:`~padim_repro.study.ablations.variants`: a variant's precisions and distance maps through the method's own
+  Eq. 1 and Eq. 2;
+* :mod:`~padim_repro.study.ablations.work`: one category's variants, each computed once for every experiment;
+* :mod:`~padim_repro.study.ablations.experiments`: the experiments, with keyed, resumable rows;
+* :mod:`~padim_repro.study.ablations.tables` and :mod:`~padim_repro.study.ablations.figures`: what the notebooks show;
+* :func:`run_ablations`: every experiment in one pass per category, then one notebook each (``make ablations``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,15 @@ from ...backbones import build_backbone
 from ...data import DataError, list_categories
 from ..notebooks import execute, from_repo
 from .embeddings import BACKBONE, LAYERS, CategoryEmbedder, Embeddings, log
-from .experiments import ABLATIONS_DIR, EXPERIMENTS, load_results, results_path, run_experiment
+from .experiments import (
+    ABLATIONS_DIR,
+    EXPERIMENT_DEFAULTS,
+    EXPERIMENTS,
+    load_results,
+    results_path,
+    run_experiment,  # fmt: skip
+    run_experiments,
+)
 from .figures import plot_layers, plot_n_features, plot_protocol, plot_sigma
 from .tables import (
     comparison_table,
@@ -28,7 +42,7 @@ from .tables import (
     pca_table,
     per_category_table,
     protocol_table,
-    seed_spread,  # fmt: skip
+    seed_spread,
     sigma_table,
     timing_summary,
 )
@@ -38,9 +52,11 @@ NOTEBOOKS = tuple(f"ablation_{name}" for name in EXPERIMENTS)
 BOOK_ABLATIONS = Path("book") / "ablations"
 
 __all__ = [
-    "CategoryEmbedder", "Embeddings", "comparison_table", "load_results", "n_features_summary", "paper_rd100_reference", "pca_table",
+    "CategoryEmbedder", "Embeddings", "comparison_table", "load_results", "n_features_summary", "paper_rd100_reference",
+    "pca_table",
     "per_category_table", "plot_layers", "plot_n_features", "plot_protocol", "plot_sigma", "protocol_table",
-    "results_path", "run_ablations", "run_experiment", "seed_spread", "sigma_table", "timing_summary",
+    "results_path", "run_ablations", "run_experiment", "run_experiments", "seed_spread", "sigma_table",
+    "timing_summary",
 ]  # fmt: skip
 
 
@@ -65,18 +81,18 @@ def run_ablations(
     if missing:
         raise DataError(f"categories {missing} not found under {data_root} (present: {', '.join(present) or 'none'})")
     build_backbone(BACKBONE, LAYERS, weights, seed=1024)  # WeightsError with the reason before any notebook runs
-    spec = from_repo(weights) if Path(weights).is_file() else weights
-    params = {
-        "categories": list(categories) if categories else None,
-        "data_root": from_repo(data_root),
-        "weights": spec,
-        "results_root": from_repo(results_root),
-        "device": device,
-        "force": bool(force),
-        **(extra_parameters or {}),
-    }
-    out = []
+    extra = dict(extra_parameters or {})
+    common = {k: extra.pop(k) for k in ("resize", "crop", "batch_size") if k in extra}
     t_all = time.perf_counter()
+    # Every experiment in one pass per category (shared backbone pass and variants); the notebooks then read back.
+    run_experiments({name: {k: v for k, v in extra.items() if k in EXPERIMENT_DEFAULTS[name]} for name in EXPERIMENTS},
+                    data_root, weights, categories, results_root, device, force, **common)  # fmt: skip
+    log(f"ablations: rows of every experiment in {(time.perf_counter() - t_all) / 60:.1f} min")
+    spec = from_repo(weights) if Path(weights).is_file() else weights
+    params = {"categories": list(categories) if categories else None, "data_root": from_repo(data_root),
+              "weights": spec, "results_root": from_repo(results_root), "device": device, "force": False,
+              **common, **extra}  # fmt: skip
+    out = []
     for name in NOTEBOOKS:
         t0 = time.perf_counter()
         out.append(execute(name, Path(book_dir) / ABLATIONS_DIR / f"{name}.ipynb", params))

@@ -103,7 +103,7 @@ class CategoryEmbedder:
     """
 
     def __init__(self, data_root: str | Path, weights: str, resize: int = 256, crop: int = 224,
-                 interpolation: str = "bicubic", device: str = "auto", batch_size: int = 32,
+                 interpolation: str = "bicubic", device: str = "auto", batch_size: int = 8,
                  backbone: str = BACKBONE, layers: Sequence[str] = LAYERS):  # fmt: skip
         # Validates the preprocessing parameters the same way a PaDiM run does.
         self.config = PadimConfig(backbone=backbone, layers=tuple(layers), d=0, resize=resize, crop=crop,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ...gaussian import fill_precisions, position_slices, torch_threads
+from ...gaussian import fill_precisions, torch_threads
 from ...metrics import PAPER_METRICS, evaluate
 from ...scoring import anomaly_maps, image_scores, mahalanobis
 from .embeddings import Embeddings, PositionGaussians
@@ -42,17 +42,6 @@ def principal_axes(g: PositionGaussians) -> torch.Tensor:
     scatter = (g.n - 1) * g.cov.sum(dim=0, dtype=torch.float64) + g.n * (centred.T @ centred)
     _, vectors = torch.linalg.eigh(scatter)
     return vectors.flip(-1)
-
-
-def position_axes(g: PositionGaussians, k: int, largest: bool = True) -> torch.Tensor:
-    """One PCA per position: the ``k`` eigenvectors (P, D, k) float32 of each position's covariance with the
-    largest (or the smallest) eigenvalues, by decreasing eigenvalue."""
-    p, d = g.mean.shape
-    out = torch.empty(p, d, k, dtype=torch.float32, device=g.cov.device)
-    for sl in position_slices(p, d):
-        _, vectors = torch.linalg.eigh(g.cov[sl].to(torch.float64))  # ascending eigenvalues
-        out[sl] = (vectors[..., -k:].flip(-1) if largest else vectors[..., :k].flip(-1)).to(torch.float32)
-    return out
 
 
 def _local_indices(g: PositionGaussians, channels: torch.Tensor) -> torch.Tensor | None:
@@ -94,15 +83,17 @@ def variant_distances(
     x = test.reshape(m, c, p).to(device)
     block: Callable[[slice], torch.Tensor]
     if projection is not None:
-        wt = projection.to(device, torch.float64)
-        k = wt.shape[-1]
-        if wt.ndim == 3:  # one projection per position
-            mean = torch.einsum("pd,pdk->pk", g.mean, wt)
-            emb = torch.einsum("mdp,pdk->mkp", x, wt.to(torch.float32))
+        k = projection.shape[-1]
+        if projection.ndim == 3:  # one projection per position, kept in its dtype (float64 chunk by chunk)
+            wp = projection.to(device)
+            mean = torch.einsum("pd,pdk->pk", g.mean, wp.to(torch.float64))
+            emb = torch.einsum("mdp,pdk->mkp", x, wp.to(torch.float32))
 
             def block(sl: slice) -> torch.Tensor:
-                return wt[sl].transpose(1, 2) @ g.cov[sl].to(torch.float64) @ wt[sl]
+                w = wp[sl].to(torch.float64)
+                return w.transpose(1, 2) @ g.cov[sl].to(torch.float64) @ w
         else:
+            wt = projection.to(device, torch.float64)
             mean = g.mean @ wt
             emb = torch.einsum("mdp,dk->mkp", x, wt.to(torch.float32))
 
