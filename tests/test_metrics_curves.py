@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from padim_repro.metrics import (UndefinedMetricWarning, evaluate, image_auroc, image_average_precision, image_f1_max,
-                                 pixel_auroc, pixel_average_precision, pixel_f1_max)  # fmt: skip
+from padim_repro.metrics import (
+    UndefinedMetricWarning,
+    evaluate,
+    image_auroc,
+    image_average_precision,
+    image_f1_max,
+    pixel_auroc,  # fmt: skip
+    pixel_average_precision,
+    pixel_f1_max,
+)
 from padim_repro.metrics.curves import auroc, average_precision, binary_curve, f1_max, roc_points
 
 

@@ -1,6 +1,7 @@
 """Tables for the notebooks and the book: one run's metrics, and all runs against the paper and reproductions.
 
-Every measured number comes from a run's ``metrics.json``; every published number from :mod:`~padim_repro.study.reference`.
+Every measured number comes from a run's ``metrics.json``; every published number from
+:mod:`~padim_repro.study.reference`.
 Group means (textures / objects / all) are computed only over the categories actually run, and say which.
 """
 

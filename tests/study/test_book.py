@@ -51,11 +51,21 @@ def copy_book_sources(dst: Path, short_api: bool = False) -> Path:
     if short_api:
         # What the hand-written pages, the API index and the package docstring (on the index) refer to.
         sources = [*dst.glob("*.md"), dst / "api" / "index.md", REPO_ROOT / "padim_repro" / "__init__.py"]
-        pages = "".join(p.read_text() for p in sources)
-        referenced = set(re.findall(r"padim_repro(?:\.\w+)+", pages))
-        for api in (dst / "api").glob("*.md"):
-            modules = re.findall(r"automodule:: (\S+)", api.read_text())
-            if api.stem != "index" and not any(r == m or r.startswith(m + ".") for r in referenced for m in modules):
+        referenced = set(re.findall(r"padim_repro(?:\.\w+)+", "".join(p.read_text() for p in sources)))
+        pages = {api: re.findall(r"automodule:: (\S+)", api.read_text()) for api in (dst / "api").glob("*.md")}
+        kept: set[Path] = set()
+        while True:  # a kept page's docstrings refer to more modules: keep their pages too
+            new = {api for api, modules in pages.items() if api.stem != "index" and api not in kept
+                   and any(r == m or r.startswith(m + ".") for r in referenced for m in modules)}  # fmt: skip
+            if not new:
+                break
+            kept |= new
+            for module in (m for api in new for m in pages[api]):
+                source = REPO_ROOT / Path(*module.split("."))
+                source = source / "__init__.py" if source.is_dir() else source.with_suffix(".py")
+                referenced |= set(re.findall(r"padim_repro(?:\.\w+)+", source.read_text()))
+        for api in pages:
+            if api.stem != "index" and api not in kept:
                 api.write_text(f"# {api.stem}\n\nNot built in this test.\n")
     return dst
 

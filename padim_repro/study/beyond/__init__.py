@@ -1,12 +1,13 @@
 """Experiments beyond the paper's main tables, each an executed notebook of the book (``make beyond``).
 
-1. ``nonaligned``: PaDiM on non-aligned MVTec AD (the paper's Table VI protocol, :mod:`padim_repro.study.beyond.nonaligned`),
-   five seeded versions of the data, against the aligned protocol.
+1. ``nonaligned``: PaDiM on non-aligned MVTec AD (the paper's Table VI protocol,
+   :mod:`padim_repro.study.beyond.nonaligned`), five seeded versions of the data, against the aligned protocol.
 2. ``efficientnet``: PaDiM with an ImageNet EfficientNet backbone (the paper's best image-level model uses
    EfficientNet-B5, not available offline; here EfficientNet-Lite0, :mod:`padim_repro.backbones`) beside
    PaDiM-R18-Rd100.
-3. ``magnetic_tile``: PaDiM-R18-Rd100 on the Magnetic Tile Defect dataset (:mod:`~padim_repro.study.beyond.magnetic_tile`), a
-   second real dataset with pixel masks, overall and per defect type.
+3. ``magnetic_tile``: PaDiM-R18-Rd100 on the Magnetic Tile Defect dataset
+   (:mod:`~padim_repro.study.beyond.magnetic_tile`), a second real dataset with pixel masks, overall and per defect
+   type.
 
 Each experiment function does the heavy work once and keeps its results as CSV files under ``RESULTS/beyond/``
 (with a JSON of its configuration, timings and provenance): called again it only reads them back, unless

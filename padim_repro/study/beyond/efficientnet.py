@@ -49,8 +49,9 @@ def describe_levels(backbone: str, levels: Sequence[int] = B.PAPER_LEVELS) -> pd
 
 
 def lite0_weights_spec() -> str:
-    """:func:`~padim_repro.backbones.lite0_checkpoint` as a ``weights`` spec: relative to the working folder when inside it (a virtual
-    environment in the repository gives the same spec, hence the same run keys, on every machine), else absolute."""
+    """:func:`~padim_repro.backbones.lite0_checkpoint` as a ``weights`` spec: relative to the working folder when
+    inside it (a virtual environment in the repository gives the same spec, hence the same run keys, on every
+    machine), else absolute."""
     path = B.lite0_checkpoint().resolve()
     try:
         return str(path.relative_to(Path.cwd().resolve()))
