@@ -41,8 +41,8 @@ BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
 API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "storage",
-             "study", "runs", "identity", "reproduce", "download", "ablations", "beyond", "report", "plots", "book",
-             "provenance", "cli")  # fmt: skip
+             "study", "runs", "identity", "uncertainty", "reproduce", "download", "ablations", "beyond", "report",
+             "display", "plots", "book", "provenance", "cli")  # fmt: skip
 
 TOC_FILE = "_toc.yml"
 HEADLINE_FILE = Path("_generated") / "headline.md"
@@ -141,7 +141,8 @@ def toc_pages(book_dir: str | Path, results: str | Path) -> list[tuple[str, list
         ("Cost", [cost]),
         ("Beyond the paper", beyond or [Page("beyond_pending", "Beyond the paper (pending)")]),
         ("Limits and reruns", [Page("limitations", "Limitations and coverage"), Page("rerun", "Rerun it")]),
-        ("Reference", [Page("api/index", "API", [Page(f"api/{name}") for name in API_PAGES])]),
+        ("Reference", [Page("api/index", "API", [Page(f"api/{name}") for name in API_PAGES]),
+                       Page("bibliography", "References")]),
     ]
 
 
