@@ -64,17 +64,27 @@ runs: setup
 	$(PY) -m padim_repro reproduce --data-root $(DATA_ROOT) --results $(RESULTS) --book-dir $(BOOK_DIR) --device $(DEVICE) \
 	  --weights resnet18=$(WEIGHTS_RESNET18) --weights wide_resnet50_2=$(WEIGHTS_WIDE_RESNET50_2) $(if $(FORCE),--force)
 
-# Everything: the runs, the ablations, the experiments beyond the paper, the cost benchmarks, then the book. A step
-# that fails does not stop the later ones (the book shows what exists); the exit status reports the failure.
+# Everything: the data (downloaded when DATA_ROOT holds no category), the runs, the ablations, the experiments beyond
+# the paper, the cost benchmarks, then the book. A step that fails does not stop the later ones (the book shows what
+# exists); the exit status reports the failure. Each step's wall time goes to $(RESULTS)/reproduce_times.tsv (read by
+# the book) and is printed at the end.
+REPRODUCE_STEPS := runs ablations beyond bench
 reproduce: setup
+	@fail=0; mkdir -p $(RESULTS); times=$(RESULTS)/reproduce_times.tsv; printf 'step\tseconds\tstatus\n' > $$times.tmp; \
+	t0=$$(date +%s); \
 	$(PY) -m padim_repro download --data-root $(DATA_ROOT) --if-empty $(if $(MVTEC_URL),--url $(MVTEC_URL)) \
-	  $(if $(MVTEC_SHA256),--sha256 $(MVTEC_SHA256))
-	@fail=0; \
-	$(MAKE) --no-print-directory runs || fail=1; \
-	$(MAKE) --no-print-directory ablations || fail=1; \
-	$(MAKE) --no-print-directory beyond || fail=1; \
-	$(MAKE) --no-print-directory bench || fail=1; \
-	$(MAKE) --no-print-directory book || fail=1; \
+	  $(if $(MVTEC_SHA256),--sha256 $(MVTEC_SHA256)) || { rm -f $$times.tmp; exit 1; }; \
+	printf 'data\t%s\tok\n' $$(( $$(date +%s) - t0 )) >> $$times.tmp; \
+	for step in $(REPRODUCE_STEPS); do \
+	  t0=$$(date +%s); if $(MAKE) --no-print-directory $$step; then st=ok; else st=failed; fail=1; fi; \
+	  printf '%s\t%s\t%s\n' $$step $$(( $$(date +%s) - t0 )) $$st >> $$times.tmp; \
+	done; \
+	mv $$times.tmp $$times; \
+	t0=$$(date +%s); if $(MAKE) --no-print-directory book; then st=ok; else st=failed; fail=1; fi; \
+	echo "make reproduce: wall time per step"; \
+	tail -n +2 $$times | awk -F'\t' -v book=$$(( $$(date +%s) - t0 )) -v bst=$$st \
+	  '{ printf "  %-8s %6d s  %s\n", $$1, $$2, $$3; t += $$2 } \
+	  END { printf "  %-8s %6d s  %s\n  %-8s %6d s = %.1f min\n", "book", book, bst, "total", t + book, (t + book) / 60 }'; \
 	exit $$fail
 
 # The paper's ablations (Tables I, II, the blur sigma, the preprocessing) with ResNet-18, resumable; e.g.

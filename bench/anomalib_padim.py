@@ -125,7 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--channel-selection",
         choices=["anomalib", "paper"],
         default="anomalib",
-        help="anomalib: its torch.randperm subset (default); paper: random.sample(range(448), 100) after random.seed(seed)",
+        help="anomalib: its torch.randperm subset (default); "
+        "paper: random.sample(range(448), 100) after random.seed(seed)",
     )
     return p.parse_args(argv)
 

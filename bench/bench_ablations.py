@@ -3,11 +3,10 @@
     .venv/bin/python bench/bench_ablations.py --data-root ../shared/mvtec_ad \
         --weights ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth --categories bottle,transistor
 
-Runs the four experiments in the order the notebooks do, into a temporary results folder (never the committed
-one), with a temporary embedding cache unless ``--cache-dir`` is given (``--cache-dir .cache/embeddings`` measures
-a warm run, whose backbone work is already cached). Prints the seconds per experiment and category, the load average
-of the machine before and after (the machine is shared: other jobs slow everything down), and writes the same as
-JSON with ``--out``.
+Runs the experiments in the order the notebooks do, into a temporary results folder (never the committed one), from
+scratch (nothing is cached between experiments but what each computes itself). Prints the seconds per experiment
+and category, the load average of the machine before and after (the machine is shared: other jobs slow everything
+down), and writes the same as JSON with ``--out``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from padim_repro.storage import write_json
 from padim_repro.study import ablations as ab
+from padim_repro.study.ablations.experiments import EXPERIMENTS
 from padim_repro.study.provenance import provenance
 
 
@@ -30,24 +30,21 @@ def main() -> int:
     p.add_argument("--data-root", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--categories", default="bottle,transistor")
-    p.add_argument("--cache-dir", default=None, help="default: a fresh temporary folder (cold run)")
-    p.add_argument("--experiments", default=",".join(ab.EXPERIMENTS))
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the timings as JSON here")
     args = p.parse_args()
     categories = [c for c in args.categories.split(",") if c]
     with tempfile.TemporaryDirectory(prefix="bench_ablations_") as tmp:
-        cache = args.cache_dir or str(Path(tmp) / "cache")
-        record = {"categories": categories, "cold": args.cache_dir is None, "load_before": os.getloadavg(),
-                  "experiments": {}}  # fmt: skip
+        record = {"categories": categories, "load_before": os.getloadavg(), "experiments": {}}
         t_all = time.perf_counter()
         for name in args.experiments.split(","):
             t0 = time.perf_counter()
-            df = ab.run_experiment(name, args.data_root, args.weights, categories, Path(tmp) / "results", cache,
-                                   args.device)  # fmt: skip
-            side = json.loads(ab.results_path(Path(tmp) / "results", name).with_suffix(".json").read_text())
+            df = ab.run_experiment(name, args.data_root, args.weights, categories, Path(tmp) / "results", args.device)
+            manifest = json.loads(ab.results_path(Path(tmp) / "results", name).with_suffix(".json").read_text())
             record["experiments"][name] = {"seconds": round(time.perf_counter() - t0, 1), "rows": len(df),
-                                           "per_category": side["categories"]}  # fmt: skip
+                                           "per_category": {c: {k: g[k] for k in ("seconds", "embeddings_seconds")}
+                                                            for c, g in manifest["groups"].items()}}  # fmt: skip
             print(f"{name:>10}: {record['experiments'][name]['seconds']:7.1f} s  ({len(df)} rows)", flush=True)
         record["total_seconds"] = round(time.perf_counter() - t_all, 1)
         record["load_after"] = os.getloadavg()

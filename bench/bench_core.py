@@ -1,10 +1,20 @@
-"""`make bench`, core part: speed and memory of our PaDiM (figures printed, not asserted).
+"""`make bench`, core part: speed and memory of our PaDiM as ratios measured in one process (printed, never asserted).
 
-R18-Rd100 on bottle (or a synthetic category when the real data or weights are absent): fit seconds, inference
-seconds per image, the backbone forward alone per image (the physical floor), their ratio, and peak RSS.
-Then a WR50-scale fit (random init, 1792 -> 550 channels, 56x56 grid) with N and 2N images, each in its own
-process so its peak RSS is its own: flat peak RSS means memory does not grow with the number of training images.
-Targets (issue): inference <= 1.3x the backbone forward; WR50-scale fit peak RSS <= 8 GB and flat in N.
+Timings on a shared 2-core machine are noisy, so every speed figure is a ratio of two things measured back to back
+in the same process, over several rounds, with the median of the per-round ratios reported:
+
+* R18-Rd100 on bottle (or a synthetic category when the real data or weights are absent): ``Padim.fit`` on the
+  preloaded training images against the bare backbone forward (layer1..3) over the same images, and
+  ``Padim.predict`` on the test images against the backbone over those; the accuracy of the precision matrices
+  against a float64 two-pass reference on the same embeddings; peak RSS.
+* WR50-Rd550 scale (random init: its ImageNet weights are not available offline, and cost does not depend on the
+  weight values; 1792 -> 550 channels on the 56 x 56 grid of a 224 input): fit of N and 2N random images against the
+  backbone forward over the same images, each N in a fresh process so that its peak RSS is its own.
+* ``python -m padim_repro run`` on bottle in a child process: its peak RSS.
+
+Targets (the performance issue): fit <= 1.5x and predict <= 1.15x the backbone (R18); WR50 fit <= 2x the backbone,
+peak RSS <= 8 GB and flat in N; ``run`` R18 peak RSS <= 1 GiB. Only the stable API (``Padim``, ``PadimConfig``,
+``load_category``, ``batches``) is used, so ``bench/before_after.py`` can run this file against another commit.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,81 +33,126 @@ import torch
 
 from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
-from padim_repro.metrics import evaluate
 from padim_repro.model import Padim
-from padim_repro.study.provenance import git_commit
-from padim_repro.study.synthetic import make_synthetic_category
+
+GIB = 2**30
+TARGETS = {"r18_fit_ratio": 1.5, "r18_predict_ratio": 1.15, "wr50_fit_ratio": 2.0, "wr50_peak_rss_gb": 8.0,
+           "run_peak_rss_gib": 1.0}  # fmt: skip
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
-def bench_r18(data_root: str, category: str, weights: str, repeats: int) -> dict:
-    """Fit once, then time inference and the backbone alone on the test set, alternating, ``repeats`` times."""
-    cfg = PadimConfig(weights=weights, batch_size=32)
-    train, test = load_category(data_root, category)
-    test_x = torch.cat([x for x, _ in batches(test, 32)])
-    model = Padim(cfg, progress=False)
+def _seconds(f) -> float:
     t0 = time.perf_counter()
-    model.fit(batches(train, 32))
-    fit_s = time.perf_counter() - t0
-    fit_breakdown = dict(model.timings_)
-    masks = torch.cat([m for _, m in batches(test, 32)]).numpy()
-    infer, floor, breakdowns = [], [], []
+    f()
+    return time.perf_counter() - t0
+
+
+def backbone_forward(model: Padim, images: torch.Tensor, batch_size: int) -> None:
+    """The bare backbone (layer1..3 of the timm feature model) over ``images``: the physical floor of PaDiM."""
     with torch.inference_mode():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.predict(test_x)
-            infer.append((time.perf_counter() - t0) / len(test_x))
-            breakdowns.append(dict(model.timings_))
-            t0 = time.perf_counter()
-            for x in test_x.split(32):
-                model.extractor.model(x)
-            floor.append((time.perf_counter() - t0) / len(test_x))
-    maps, scores = model.predict(test_x)
-    t0 = time.perf_counter()
-    evaluate(maps, masks, scores, test.labels, test.defect_types)
-    metrics_s = time.perf_counter() - t0
-    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-    return {
-        "metrics_s": metrics_s,
-        "category": category, "weights": weights, "n_train": len(train), "n_test": len(test_x),
-        "fit_s": fit_s, "fit_breakdown_s": fit_breakdown,
-        "infer_per_image_s": med(infer), "backbone_per_image_s": med(floor),
-        "ratio_infer_to_backbone": med([a / b for a, b in zip(infer, floor)]),
-        "predict_breakdown_s": breakdowns[len(breakdowns) // 2], "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        for x in images.split(batch_size):
+            model.extractor.model(x.contiguous(memory_format=torch.channels_last))
 
 
-def bench_wr50_fit(n_images: int, batch_size: int = 16) -> dict:
-    """Fit-time memory and speed at WR50-Rd550 scale (random init, random images of 224 px)."""
+def paired_ratio(work, floor, rounds: int) -> tuple[float, list[float]]:
+    """Median over ``rounds`` of work / floor, floor timed just before and just after each work."""
+    ratios = []
+    for _ in range(rounds):
+        a, w, b = _seconds(floor), _seconds(work), _seconds(floor)
+        ratios.append(w / ((a + b) / 2))
+    return statistics.median(ratios), ratios
+
+
+def precision_error(model: Padim, train: torch.Tensor) -> float:
+    """Largest per-position relative error (Frobenius) of the model's precision against a float64 two-pass
+    reference computed from the same embeddings (the backbone run again over ``train``)."""
+    with torch.inference_mode():
+        emb = torch.cat([model.extractor(x) for x in train.split(model.config.batch_size)])
+    n, d = emb.shape[:2]
+    x = emb.movedim(1, -1).reshape(n, -1, d).transpose(0, 1).to(torch.float64)  # (P, N, d)
+    xc = x - x.mean(dim=1, keepdim=True)
+    cov = xc.transpose(1, 2) @ xc / (n - 1) + model.config.epsilon * torch.eye(d, dtype=torch.float64)
+    ref = torch.linalg.inv(cov)
+    err = (model.precision_.double() - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
+    return float(err.max())
+
+
+def bench_r18(data_root: str, category: str, weights: str, rounds: int) -> dict:
+    """R18-Rd100: fit and predict against the backbone, paired rounds in this process."""
+    cfg = PadimConfig(weights=weights)  # the default batch size, for both the model and the backbone alone
+    bs = cfg.batch_size
+    train, test = load_category(data_root, category)
+    train_x = torch.cat([x for x, _ in batches(train, bs)])
+    test_x = torch.cat([x for x, _ in batches(test, bs)])
+    model = Padim(cfg, progress=False)
+    model.extractor  # built before any clock starts
+    fit_ratio, fit_rounds = paired_ratio(lambda: model.fit(train_x), lambda: backbone_forward(model, train_x, bs),
+                                         max(3, rounds // 2))  # fmt: skip
+    fit_breakdown = dict(model.timings_)
+    fit_s = _seconds(lambda: model.fit(train_x))
+    predict_ratio, predict_rounds = paired_ratio(lambda: model.predict(test_x),
+                                                 lambda: backbone_forward(model, test_x, bs), rounds)  # fmt: skip
+    predict_s = _seconds(lambda: model.predict(test_x))
+    return {"category": category, "weights": weights, "n_train": len(train), "n_test": len(test),
+            "fit_ratio": fit_ratio, "fit_ratio_rounds": fit_rounds, "fit_s": fit_s, "fit_breakdown_s": fit_breakdown,
+            "predict_ratio": predict_ratio, "predict_ratio_rounds": predict_rounds,
+            "predict_per_image_s": predict_s / len(test), "predict_breakdown_s": dict(model.timings_),
+            "backbone_per_image_s": _seconds(lambda: backbone_forward(model, test_x, bs)) / len(test),
+            "batch_size": bs,
+            "precision_rel_error_max": precision_error(model, train_x), "peak_rss_mb": peak_rss_mb(),
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def bench_wr50(n_images: int, batch_size: int = 16) -> dict:
+    """WR50-Rd550-scale fit of ``n_images`` random 224 px images against the backbone over the same images."""
     cfg = PadimConfig(backbone="wide_resnet50_2", weights="none", batch_size=batch_size)
     model = Padim(cfg, progress=False)
-    gen = torch.Generator().manual_seed(0)
-    images = (torch.randn(batch_size, 3, 224, 224, generator=gen) for _ in range(n_images // batch_size))
-    t0 = time.perf_counter()
-    model.fit(images)
-    fit_s = time.perf_counter() - t0
-    test_x = torch.randn(batch_size, 3, 224, 224, generator=gen)
-    t0 = time.perf_counter()
-    model.predict(test_x)
-    infer_s = (time.perf_counter() - t0) / batch_size
+    model.extractor
+
+    def images():
+        gen = torch.Generator().manual_seed(0)  # the same images for both passes
+        return (torch.randn(batch_size, 3, 224, 224, generator=gen) for _ in range(n_images // batch_size))
+
+    def floor():
+        with torch.inference_mode():
+            for x in images():
+                model.extractor.model(x.contiguous(memory_format=torch.channels_last))
+
+    backbone_s = _seconds(floor)
+    fit_s = _seconds(lambda: model.fit(images()))
     with tempfile.TemporaryDirectory() as tmp:
         size_mb = model.save(Path(tmp) / "m.pt").stat().st_size / 2**20
     return {"n_images": n_images, "d": int(model.mean_.shape[1]), "n_channels_total": model.extractor.n_channels,
-            "grid": list(model.grid_size_), "fit_s": fit_s, "fit_breakdown_s": dict(model.timings_),
-            "infer_per_image_s": infer_s, "model_size_mb": size_mb, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "grid": list(model.grid_size_), "fit_s": fit_s, "backbone_s": backbone_s, "fit_ratio": fit_s / backbone_s,
+            "fit_breakdown_s": dict(model.timings_), "model_size_mb": size_mb, "peak_rss_mb": peak_rss_mb()}
 
 
-def in_subprocess(kind: str, n: int) -> dict:
-    """Run one WR50 scenario in a fresh interpreter so its peak RSS is measured alone."""
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], capture_output=True, text=True)
+def run_rss(data_root: str, category: str, weights: str) -> dict:
+    """Peak RSS of ``python -m padim_repro run`` (R18) on ``category``, in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "padim_repro", "run", "--category", category, "--data-root", data_root,
+               "--weights", weights, "--out", str(Path(tmp) / "run"), "--no-progress"]  # fmt: skip
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+        return {"peak_rss_mb": peak_rss_mb(resource.RUSAGE_CHILDREN), "wall_s": time.perf_counter() - t0}
+
+
+def child(kind: str, *args: str) -> dict:
+    """Run one scenario in a fresh interpreter so that its peak RSS is measured alone."""
+    out = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def verdict(value: float, target: float) -> str:
+    return f"target <= {target:g}: {'met' if value <= target else 'NOT met'}"
 
 
 def main() -> None:
@@ -104,53 +160,63 @@ def main() -> None:
     parser.add_argument("--data-root", default="data/mvtec_ad")
     parser.add_argument("--category", default="bottle")
     parser.add_argument("--weights", default="tv_in1k")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="paired rounds of predict (fit: half as many)")
     parser.add_argument("--wr50-images", type=int, default=200)
-    parser.add_argument("--skip-wr50", action="store_true", help="R18 only (an existing --json keeps its WR50 part)")
+    parser.add_argument("--skip-wr50", action="store_true")
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, n = args.child[0], int(args.child[1])
-        print(json.dumps(bench_wr50_fit(n)))
+        kind, *rest = args.child
+        if kind == "wr50":
+            result = bench_wr50(int(rest[0]))
+        elif kind == "r18":
+            result = bench_r18(rest[0], rest[1], rest[2], int(rest[3]))
+        else:
+            result = run_rss(*rest)
+        print(json.dumps(result))
         return
 
-    # With --skip-wr50 an existing JSON keeps its WR50 section (each section says when and at which commit it ran).
-    results: dict = {}
-    if args.json and args.skip_wr50 and Path(args.json).is_file():
-        results = {k: v for k, v in json.loads(Path(args.json).read_text()).items() if k == "wr50_fit"}
-    stamp = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": git_commit()}
     data_root, weights = args.data_root, args.weights
     if not (Path(data_root) / args.category).is_dir() or (weights != "tv_in1k" and not Path(weights).is_file()):
-        tmp = tempfile.mkdtemp()
-        make_synthetic_category(tmp, args.category, n_train=64, n_test_good=16, n_test_defect=16, size=256)
+        from padim_repro.study.synthetic import make_synthetic_category
+
+        data_root = tempfile.mkdtemp()
+        make_synthetic_category(data_root, args.category, n_train=64, n_test_good=16, n_test_defect=16, size=256)
+        weights = "none"
         print(f"real data or weights absent: synthetic '{args.category}' (random-init weights) instead")
-        data_root, weights = tmp, "none"
-    r = bench_r18(data_root, args.category, weights, args.repeats) | stamp
-    results["r18"] = r
+    from padim_repro.study.provenance import provenance
+
+    results: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance()}
+    r = results["r18"] = bench_r18(data_root, args.category, weights, args.rounds)
     print(f"R18-Rd100 on {r['category']} ({r['n_train']} train / {r['n_test']} test, {r['threads']} threads):")
-    print(f"  fit {r['fit_s']:.1f} s  (backbone {r['fit_breakdown_s']['backbone_s']:.1f} s, "
-          f"Gaussian {r['fit_breakdown_s']['gaussian_s']:.1f} s)")
-    b = r["predict_breakdown_s"]
-    print(f"  inference {1e3 * r['infer_per_image_s']:.1f} ms/image, backbone alone "
-          f"{1e3 * r['backbone_per_image_s']:.1f} ms/image, ratio {r['ratio_infer_to_backbone']:.2f} "
-          f"(target <= 1.3); breakdown of one pass: backbone {b['backbone_s']:.2f} s, Mahalanobis "
-          f"{b['mahalanobis_s']:.2f} s, upsample+blur {b['upsample_blur_s']:.2f} s")
-    print(f"  metrics (image/pixel AUROC, PRO) {r['metrics_s']:.2f} s; peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"  fit / backbone {r['fit_ratio']:.2f} (rounds {[round(x, 2) for x in r['fit_ratio_rounds']]}; "
+          f"{verdict(r['fit_ratio'], TARGETS['r18_fit_ratio'])}); fit {r['fit_s']:.1f} s")
+    print(f"  predict / backbone {r['predict_ratio']:.2f} (rounds {[round(x, 2) for x in r['predict_ratio_rounds']]}; "
+          f"{verdict(r['predict_ratio'], TARGETS['r18_predict_ratio'])}); "
+          f"{1e3 * r['predict_per_image_s']:.1f} ms/image")  # fmt: skip
+    print(f"  precision vs float64 reference: max relative error {r['precision_rel_error_max']:.1e}; "
+          f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    rr = results["run"] = child("run", data_root, args.category, weights)
+    print(f"`python -m padim_repro run` on {args.category}: peak RSS {rr['peak_rss_mb'] / 1024:.2f} GiB "
+          f"({verdict(rr['peak_rss_mb'] / 1024, TARGETS['run_peak_rss_gib'])}), {rr['wall_s']:.0f} s")
     if not args.skip_wr50:
         n = args.wr50_images
-        results["wr50_fit"] = [in_subprocess("fit", n) | stamp, in_subprocess("fit", 2 * n) | stamp]
+        results["wr50_fit"] = [child("wr50", str(n)), child("wr50", str(2 * n))]
         for w in results["wr50_fit"]:
-            print(f"WR50-Rd550 scale fit, {w['n_images']} images ({w['n_channels_total']} -> {w['d']} channels, "
-                  f"grid {w['grid']}): {w['fit_s']:.0f} s, peak RSS {w['peak_rss_mb'] / 1024:.2f} GB, "
-                  f"model file {w['model_size_mb'] / 1024:.2f} GB, inference {w['infer_per_image_s']:.2f} s/image")
-        a, b2 = results["wr50_fit"]
-        print(f"  peak RSS ratio {2 * n} vs {n} images: {b2['peak_rss_mb'] / a['peak_rss_mb']:.3f} "
-              "(flat = 1.0; target <= 8 GB)")
+            print(f"WR50-Rd550 scale, {w['n_images']} images ({w['n_channels_total']} -> {w['d']} channels, grid "
+                  f"{w['grid']}): fit {w['fit_s']:.0f} s, backbone {w['backbone_s']:.0f} s, fit / backbone "
+                  f"{w['fit_ratio']:.2f} ({verdict(w['fit_ratio'], TARGETS['wr50_fit_ratio'])}); peak RSS "
+                  f"{w['peak_rss_mb'] / 1024:.2f} GB ({verdict(w['peak_rss_mb'] / 1024, TARGETS['wr50_peak_rss_gb'])})"
+                  f"; model file {w['model_size_mb'] / 1024:.2f} GB")  # fmt: skip
+        a, b = results["wr50_fit"]
+        print(f"  peak RSS {2 * n} vs {n} images: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f} (flat = 1.0)")
+    results["targets"] = TARGETS
     if args.json:
-        from padim_repro.storage import write_json
-
-        write_json(args.json, results)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

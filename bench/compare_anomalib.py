@@ -75,7 +75,8 @@ def main() -> None:
     }
     for key in summary:
         summary[key]["ratio_median"] = med(summary[key]["ratio_anomalib_over_ours_per_pair"])
-    metrics = {m: {"ours": pairs[0]["ours"][m], "anomalib": pairs[0]["anomalib"][m]} for m in ("image_auroc", "pixel_auroc")}
+    metrics = {m: {"ours": pairs[0]["ours"][m], "anomalib": pairs[0]["anomalib"][m]}
+               for m in ("image_auroc", "pixel_auroc")}
     write_json(args.json, {"category": args.category, "weights": args.weights, "pairs": pairs,
                            "summary": summary, "metrics": metrics, "notes_anomalib": pairs[0]["anomalib"].get("notes")})
     for key, s in summary.items():
