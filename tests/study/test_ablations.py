@@ -245,7 +245,8 @@ def ablation_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
     out = ab.run_ablations(synthetic_root, tmp / "res", "none", categories=[RGB_CATEGORY], book_dir=tmp / "book",
                            device="cpu",
                            extra_parameters={**SIZE, "batch_size": 8, "d_values": [10, 100, 448],
-                                             "seeds": [1024, 1025], "sigmas": [0, 4], "d": 20})  # fmt: skip
+                                             "seeds": [1024, 1025], "other_seeds": [1026], "sigmas": [0, 4],
+                                             "d": 20})  # fmt: skip
     return out, tmp / "res", tmp / "book"
 
 
@@ -268,7 +269,9 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     _, res, _ = ablation_run
     nf, pca, layers, sigma, proto = (X.load_results(res, name) for name in X.EXPERIMENTS)
     assert sorted(nf.variant.unique()) == ["PCA10", "PCA100", "Rd10", "Rd100", "all448"]
-    assert len(nf) == 1 + 2 * 2 + 2 and set(nf.columns) == set(X.COLUMNS)
+    # 10 seeds' worth (here 2) at the paper's d = 100, other_seeds (here 1) at the other d.
+    assert len(nf) == 1 + 2 + 1 + 2 and set(nf.columns) == set(X.COLUMNS)
+    assert sorted(nf[nf.variant == "Rd100"].seed) == [1024, 1025] and nf[nf.variant == "Rd10"].seed.tolist() == [1026]
     assert layers.method.tolist() == ["layer", "layer", "layer", "summed", "all"]
     # all448 is the same variant in both experiments (same Gaussians, same metrics).
     a = nf[nf.method == "all"][list(METRICS)].to_numpy()
