@@ -96,9 +96,9 @@ class CategoryWork:
 
     def _position_axes(self, d: int) -> torch.Tensor:
         """(P, D, 2d): per position, the ``d`` eigenvectors of largest eigenvalue (decreasing), then the ``d`` of
-        smallest (decreasing), from one float32 eigendecomposition per position (computed once per ``d``): half the
-        time of float64, and the axes only choose the subspace; the projected covariance W^T Sigma W is formed in
-        float64 (:func:`~.variants.variant_distances`)."""
+        smallest (decreasing), from one float64 eigendecomposition per position (computed once per ``d``): with
+        fewer training images than channels the covariance is singular, with hundreds of repeated eigenvalues, on
+        which float32 ``eigh`` fails to converge."""
 
         def compute() -> torch.Tensor:
             g = self.emb.gaussians
@@ -106,7 +106,7 @@ class CategoryWork:
             out = torch.empty(p, dim, 2 * d, dtype=torch.float32)
 
             def one(sl: slice) -> None:
-                vectors = torch.linalg.eigh(g.cov[sl].to(torch.float32))[1]  # ascending eigenvalues
+                vectors = torch.linalg.eigh(g.cov[sl].to(torch.float64))[1].to(torch.float32)  # ascending eigenvalues
                 out[sl, :, :d] = vectors[..., -d:].flip(-1)
                 out[sl, :, d:] = vectors[..., :d].flip(-1)
 
