@@ -1,8 +1,9 @@
-"""Every parameter of a PaDiM run in one place (scikit-learn style: no hidden state).
+r"""Every parameter of a PaDiM run in one place (scikit-learn style: no hidden state).
 
 The defaults are the paper's protocol (Defard et al., 2020, Sec. 4.1 "Implementation details"): ResNet-18 with
 d = 100 or Wide-ResNet-50-2 with d = 550 randomly selected channels of layer1..layer3, Gaussian regularisation
-epsilon = 0.01, images resized to 256 and center-cropped to 224, and the anomaly map blurred with sigma = 4.
+:math:`\epsilon = 0.01`, images resized to 256 and center-cropped to 224, and the anomaly map blurred with
+:math:`\sigma = 4`.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _checked_layers(layers: object) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PadimConfig:
-    """Configuration of one PaDiM model.
+    r"""Configuration of one PaDiM model.
 
     Attributes:
         backbone: timm model name of an ImageNet CNN (``resnet18``, ``wide_resnet50_2``, any timm CNN that supports
@@ -88,7 +89,7 @@ class PadimConfig:
         d: number of channels kept by random selection (Sec. 3.1 / Table II); ``None`` means the paper's value for
             the backbone (100 / 550) or every channel for other backbones; ``0`` keeps every channel.
         seed: seed of the random channel selection and of random weights (``weights="none"``); an integer >= 0.
-        epsilon: regularisation added to each covariance, Sigma + epsilon * I (Sec. 3.2, Eq. 1); finite and > 0
+        epsilon: regularisation added to each covariance, :math:`\Sigma + \epsilon I` (Sec. 3.2, Eq. 1); finite and > 0
             (with 0 a rank-deficient covariance, e.g. fewer images than channels, cannot be inverted).
         sigma: standard deviation of the Gaussian blur of the anomaly map in pixels (Sec. 4.1); 0 disables it.
             Finite, with the blur radius int(4 * sigma + 0.5) smaller than the map (``crop``): sigma < (crop - 0.5) / 4.

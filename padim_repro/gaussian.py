@@ -1,22 +1,24 @@
-"""Learning of the normality (PaDiM Sec. 3.2): one multivariate Gaussian per patch position.
+r"""Learning of the normality (PaDiM Sec. 3.2): one multivariate Gaussian per patch position.
 
-For position (i, j) with training embeddings x_k, k = 1..N, the paper estimates
-mu_ij = mean_k x_k and Sigma_ij = 1/(N-1) sum_k (x_k - mu_ij)(x_k - mu_ij)^T + epsilon I (Eq. 1); scoring
-(:mod:`padim_repro.scoring`, Eq. 2) needs the precision (Sigma_ij + epsilon I)^-1.
+For position :math:`(i, j)` with training embeddings :math:`x_k`, :math:`k = 1, \dots, N`, the paper estimates
+:math:`\mu_{ij} = \frac{1}{N} \sum_k x_k` and
+:math:`\Sigma_{ij} = \frac{1}{N-1} \sum_k (x_k - \mu_{ij})(x_k - \mu_{ij})^T + \epsilon I` (Eq. 1); scoring
+(:mod:`padim_repro.scoring`, Eq. 2) needs the precision :math:`(\Sigma_{ij} + \epsilon I)^{-1}`.
 
 How it is computed, and why:
 
 * **Streaming, in place.** :class:`GaussianAccumulator` keeps, per position, the sum of the shifted embeddings
-  (float64) and their co-moment S2 = sum_k (x_k - c)(x_k - c)^T in one float32 (P, d, d) buffer, added to by a
-  batched matrix product that writes into it (``baddbmm_``): no per-batch temporary of the buffer's size, memory
-  flat in N, and the speed of a float32 GEMM. The shift c is the mean of the first batch at each position, so the
-  shifted values are centred and float32 accumulation keeps its accuracy (no large-mean cancellation); at the end
-  Sigma = (S2 - N m m^T) / (N - 1), with m the mean of the shifted values, in float64.
+  (float64) and their co-moment :math:`S_2 = \sum_k (x_k - c)(x_k - c)^T` in one float32 (P, d, d) buffer, added
+  to by a batched matrix product that writes into it (``baddbmm_``): no per-batch temporary of the buffer's size,
+  memory flat in N, and the speed of a float32 GEMM. The shift :math:`c` is the mean of the first batch at each
+  position, so the shifted values are centred and float32 accumulation keeps its accuracy (no large-mean
+  cancellation); at the end :math:`\Sigma = (S_2 - N m m^T) / (N - 1)`, with :math:`m` the mean of the shifted
+  values, in float64.
 * **Batch-size independent.** Embeddings are copied into one buffer of :func:`block_size` images and added a full
   buffer at a time, whatever the caller's batch size, so the float32 sums, hence the results, depend only on the
   images and their order; the buffer is the only temporary of the update (20 MB for R18 at 224 px).
-* **Precision by Cholesky, on every core.** :func:`regularized_precision` inverts Sigma + epsilon I by Cholesky
-  factorisation in float64 (the precision is stored in float32). Batched LAPACK on small matrices runs on one
+* **Precision by Cholesky, on every core.** :func:`regularized_precision` inverts :math:`\Sigma + \epsilon I` by
+  Cholesky factorisation in float64 (the precision is stored in float32). Batched LAPACK on small matrices runs on one
   core, so :func:`fill_precisions` hands chunks of positions to one worker thread per core, each with one torch
   thread, and writes each chunk's precision over the co-moment buffer: the one (P, d, d) buffer becomes the
   precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a WR50-scale fit under 8 GB.
@@ -64,7 +66,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def regularized_precision(cov: torch.Tensor, epsilon: float = 0.01) -> torch.Tensor:
-    """(Sigma + epsilon I)^-1 of a stack of covariances (..., d, d) by Cholesky factorisation, in cov's dtype.
+    r""":math:`(\Sigma + \epsilon I)^{-1}` of a stack of covariances (..., d, d) by Cholesky factorisation, in cov's
+    dtype.
 
     Pass float64 covariances (as :func:`fill_precisions` does) for an accurate inverse. ``cov`` is left unchanged.
     """
@@ -105,10 +108,12 @@ def over_positions(fn: Callable[[slice], None], n_positions: int, dim: int, devi
 
 def fill_precisions(out: torch.Tensor, covariance: Callable[[slice], torch.Tensor], epsilon: float,
                     workers: int | None = None) -> torch.Tensor:  # fmt: skip
-    """Eq. 1 turned into what Eq. 2 needs: ``out[sl] = (covariance(sl) + epsilon I)^-1`` for every chunk ``sl``.
+    r"""Eq. 1 turned into what Eq. 2 needs: ``out[sl]`` :math:`= (\mathrm{covariance}(sl) + \epsilon I)^{-1}` for
+    every chunk ``sl``.
 
     ``out`` is (P, k, k); ``covariance(sl)`` returns the float64 covariances of the positions ``sl`` (a chunk of the
-    accumulator's, a sub-block of it, or a projection W^T Sigma W) as a new tensor, which is regularised in place.
+    accumulator's, a sub-block of it, or a projection :math:`W^T \Sigma W`) as a new tensor, which is regularised in
+    place.
     ``covariance`` may read ``out[sl]`` itself (it is called before ``out[sl]`` is written), so a buffer can become its
     own precision. Chunks run in parallel (:func:`over_positions`).
     """
@@ -190,7 +195,7 @@ class GaussianAccumulator:
         return cov.baddbmm_(m[:, :, None], m[:, None, :], alpha=-self._n).div_(self._n - 1)
 
     def covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (P, d) float64 and the unbiased covariance (P, d, d) float32, without the epsilon I of Eq. 1.
+        r"""Mean (P, d) float64 and the unbiased covariance (P, d, d) float32, without the :math:`\epsilon I` of Eq. 1.
 
         For statistics of sub-blocks or projections of the embedding (the ablations), which
         :func:`fill_precisions` then turns into precisions. The covariance is written over the co-moment buffer
@@ -203,7 +208,7 @@ class GaussianAccumulator:
         return mean, cov
 
     def finalize(self, epsilon: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (P, d) and precision (Sigma + epsilon I)^-1 (P, d, d), both float32.
+        r"""Mean (P, d) and precision :math:`(\Sigma + \epsilon I)^{-1}` (P, d, d), both float32.
 
         The precision is written over the co-moment buffer (:func:`fill_precisions`), so the accumulator cannot be
         updated afterwards.

@@ -1,9 +1,9 @@
-"""Inference: anomaly map computation (PaDiM Sec. 3.3).
+r"""Inference: anomaly map computation (PaDiM Sec. 3.3).
 
-The anomaly score of patch (i, j) is the Mahalanobis distance (Eq. 2)
-M(x_ij) = sqrt((x_ij - mu_ij)^T Sigma_ij^-1 (x_ij - mu_ij)), computed for every position at once. The map of
-distances is upsampled bilinearly to the input (crop) size and smoothed with a Gaussian filter of sigma = 4
-(Sec. 4.1); the image score is the maximum of the map.
+The anomaly score of patch :math:`(i, j)` is the Mahalanobis distance (Eq. 2)
+:math:`M(x_{ij}) = \sqrt{(x_{ij} - \mu_{ij})^T \Sigma_{ij}^{-1} (x_{ij} - \mu_{ij})}`, computed for every position
+at once. The map of distances is upsampled bilinearly to the input (crop) size and smoothed with a Gaussian filter
+of :math:`\sigma = 4` (Sec. 4.1); the image score is the maximum of the map.
 """
 
 from __future__ import annotations

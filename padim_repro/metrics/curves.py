@@ -1,4 +1,4 @@
-"""One sort, every curve: the counts behind ROC, precision-recall and PRO at every distinct threshold.
+r"""One sort, every curve: the counts behind ROC, precision-recall and PRO at every distinct threshold.
 
 Every metric of this package is a function of the same ordering of the samples (images, or pixels of the whole test
 set) by descending score. :func:`binary_curve` sorts once and returns, for each distinct score taken as threshold
@@ -6,11 +6,11 @@ set) by descending score. :func:`binary_curve` sorts once and returns, for each 
 positive samples at or above it, and, given ground-truth regions, the PRO value there (Bergmann et al.; see
 :mod:`padim_repro.metrics.pro`). From those counts:
 
-* ROC: FPR = fp / n_neg, TPR = tp / n_pos; AUROC is the trapezoid area from (0, 0) to (1, 1), which is what
-  scikit-learn's ``roc_auc_score`` computes (:func:`auroc`);
-* precision-recall: precision = tp / (tp + fp), recall = tp / n_pos; average precision is
-  sum_k (recall_k - recall_{k-1}) precision_k (scikit-learn's ``average_precision_score``, :func:`average_precision`)
-  and F1-max the largest 2 P R / (P + R) over thresholds (anomalib's ``F1Max``, :func:`f1_max`).
+* ROC: :math:`\mathrm{FPR} = fp / n_{neg}`, :math:`\mathrm{TPR} = tp / n_{pos}`; AUROC is the trapezoid area from
+  (0, 0) to (1, 1), which is what scikit-learn's ``roc_auc_score`` computes (:func:`auroc`);
+* precision-recall: :math:`P = tp / (tp + fp)`, recall :math:`R = tp / n_{pos}`; average precision is
+  :math:`\sum_k (R_k - R_{k-1}) P_k` (scikit-learn's ``average_precision_score``, :func:`average_precision`)
+  and F1-max the largest :math:`2 P R / (P + R)` over thresholds (anomalib's ``F1Max``, :func:`f1_max`).
 
 Sharing the sort is what makes a full evaluation (pixel AUROC, PRO, pixel AP and F1) cost one sort of the test set's
 pixels instead of four.
@@ -209,12 +209,13 @@ def sort_samples(scores: np.ndarray, positive: np.ndarray, groups: np.ndarray, r
 
 def weighted_curve(samples: SortedSamples, group_weights: np.ndarray, pro_until_fpr: float = 1.0,
                    thin: bool = False) -> Curve:  # fmt: skip
-    """The :class:`Curve` (float64 counts) of the samples of :func:`sort_samples` when every sample of group ``g``
+    r"""The :class:`Curve` (float64 counts) of the samples of :func:`sort_samples` when every sample of group ``g``
     counts ``group_weights[g]`` times (>= 0; a zero-weight group contributes nothing).
 
     For integer weights this is exactly the curve of the set in which each group is repeated ``w_g`` times (the
     copies tie with each other), with repeated points at tie groups that weigh nothing. With regions, PRO gives
-    each region the weight of its group: PRO(t) = sum_r w_r covered_r(t) / size_r / sum_r w_r, computed up to the
+    each region the weight of its group:
+    :math:`\mathrm{PRO}(t) = \sum_r w_r \, \mathrm{covered}_r(t) / \mathrm{size}_r \big/ \sum_r w_r`, computed up to the
     first point beyond FPR ``pro_until_fpr`` (None without positive weight). Unit weights give :func:`binary_curve`'s
     counts. ``thin``: only the tie groups of ``samples.thin``; the dropped points lie inside runs of constant tp, so
     the piecewise-linear ROC and PRO curves, and every metric of this package, are unchanged (up to rounding) at a
@@ -269,8 +270,8 @@ def _weighted(curve: Curve) -> bool:
 
 
 def auroc(curve: Curve) -> float:
-    """Area under the ROC curve by the trapezoid rule (scikit-learn's ``roc_auc_score`` for binary labels), in
-    exact integer arithmetic: sum_k (fp_k - fp_{k-1}) (tp_k + tp_{k-1}) / (2 n_neg n_pos).
+    r"""Area under the ROC curve by the trapezoid rule (scikit-learn's ``roc_auc_score`` for binary labels), in
+    exact integer arithmetic: :math:`\sum_k (fp_k - fp_{k-1}) (tp_k + tp_{k-1}) / (2 n_{neg} n_{pos})`.
 
     Float (weighted) counts: the same sum in float64 (exact while the counts are integers below 2**53 and the sum
     stays below it too), NaN without negative or without positive weight."""
@@ -291,7 +292,8 @@ def _rises(curve: Curve) -> np.ndarray:
 
 
 def average_precision(curve: Curve) -> float:
-    """sum_k (recall_k - recall_{k-1}) precision_k over the thresholds (scikit-learn's ``average_precision_score``);
+    r""":math:`\sum_k (\mathrm{recall}_k - \mathrm{recall}_{k-1}) \, \mathrm{precision}_k` over the thresholds
+    (scikit-learn's ``average_precision_score``);
     NaN for float (weighted) counts without positive weight."""
     if _weighted(curve) and not curve.n_pos > 0:
         return float("nan")
@@ -302,7 +304,8 @@ def average_precision(curve: Curve) -> float:
 
 
 def f1_max(curve: Curve) -> float:
-    """The largest F1 = 2 P R / (P + R) = 2 tp / (tp + fp + n_pos) over the thresholds (anomalib's ``F1Max``);
+    """The largest :math:`F_1 = 2 P R / (P + R) = 2 tp / (tp + fp + n_{pos})` over the thresholds (anomalib's
+    ``F1Max``);
     NaN for float (weighted) counts without positive weight."""
     if _weighted(curve) and not curve.n_pos > 0:
         return float("nan")

@@ -1,4 +1,4 @@
-"""The PRO score (Bergmann et al., CVPR 2019 / IJCV 2021), PaDiM Sec. 4.1: per-region overlap to FPR 0.3.
+r"""The PRO score (Bergmann et al., CVPR 2019 / IJCV 2021), PaDiM Sec. 4.1: per-region overlap to FPR 0.3.
 
 PRO conventions (following the MVTec AD evaluation code)
 --------------------------------------------------------
@@ -8,16 +8,18 @@ PRO conventions (following the MVTec AD evaluation code)
 * At threshold ``t`` a pixel is *positive* when ``score >= t``.  Thresholds are
   all distinct score values, visited in descending order, so pixels with equal
   scores always enter the curve together.
-* ``PRO(t)`` is the mean, over all regions of the test set, of the fraction of
-  the region's pixels that are positive.
-* ``FPR(t)`` is the fraction of all anomaly-free pixels of the test set (pixels
+* :math:`\mathrm{PRO}(t)` is the mean, over all regions of the test set, of the fraction of
+  the region's pixels that are positive:
+  :math:`\mathrm{PRO}(t) = \frac{1}{R} \sum_{r=1}^{R} |\{p \in r : s_p \ge t\}| / |r|` for the :math:`R` regions.
+* :math:`\mathrm{FPR}(t)` is the fraction of all anomaly-free pixels of the test set (pixels
   of good images included) that are positive.
 * The curve starts at ``(0, 0)`` (threshold above every score) and ends at
   ``(1, 1)`` (threshold at the minimum score); consecutive points are joined by
   straight lines.
 * ``aupro`` integrates that curve with the trapezoid rule from FPR 0 to
   ``fpr_limit``, inserting the linearly interpolated point at exactly
-  ``fpr_limit``, and divides by ``fpr_limit`` so that a perfect map scores 1.
+  ``fpr_limit``, and divides by ``fpr_limit`` so that a perfect map scores 1:
+  :math:`\frac{1}{l} \int_0^{l} \mathrm{PRO} \, d\mathrm{FPR}` for the limit :math:`l`.
 """
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""Thresholded metrics beyond the paper that practitioners ask for: F1-max and average precision.
+r"""Thresholded metrics beyond the paper that practitioners ask for: F1-max and average precision.
 
 PaDiM reports threshold-free metrics only (AUROC, PRO). A deployed detector needs a threshold, and on pixels, where
 defects are a few percent of the test set, AUROC hides how many false alarms come with each hit; anomalib reports
 F1 for that reason. Both are computed from the counts of :func:`~padim_repro.metrics.curves.binary_curve`:
 
-* **F1-max**: the best F1 = 2 P R / (P + R) over all thresholds (the threshold an oracle would pick; anomalib's
+* **F1-max**: the best :math:`F_1 = 2 P R / (P + R)` over all thresholds (the threshold an oracle would pick; anomalib's
   ``F1Max``);
-* **average precision** (AP): the area under the precision-recall curve as a step sum, sum_k (R_k - R_{k-1}) P_k
-  (scikit-learn's ``average_precision_score``).
+* **average precision** (AP): the area under the precision-recall curve as a step sum,
+  :math:`\sum_k (R_k - R_{k-1}) P_k` (scikit-learn's ``average_precision_score``).
 
 Image-level: one score per image against its label. Pixel-level: every pixel of the test set.
 """
