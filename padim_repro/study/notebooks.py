@@ -4,17 +4,35 @@ A notebook is executed into a hidden ``.NAME.partial.ipynb`` beside ``OUTPUT`` a
 every cell succeeded, so an interrupted or failed execution never leaves a half-run notebook where the book (or a
 resumed run) expects a finished one; a failed execution's partial file is removed, and the error raised
 (:class:`NotebookError`) names the notebook and the original exception in one line, not papermill's traceback.
+
+What is executed is a copy of the notebook prepared for the book (:func:`prepare`): every code cell is tagged
+``hide-input``, so its page opens on the results, each cell's code folded behind a "show" toggle, and the title can
+be replaced by the page's own (a category page is titled ``bottle — ResNet-18``, not with the notebook's generic
+heading). The notebooks under ``notebooks/`` are never modified.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # nbformat comes with papermill, an optional dependency: imported where a notebook is read
+    import nbformat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+#: Jupyter Book's cell tag that folds a code cell's input behind a "show" toggle; its outputs stay visible.
+HIDE_INPUT = "hide-input"
+#: Cells left as they are: the parameter cell is folded whole by the book (``togglebutton_selector`` in
+#: ``book/_config.yml``), and a cell whose input is already folded or removed needs no second toggle.
+FOLDED_TAGS = frozenset({"parameters", HIDE_INPUT, "hide-cell", "remove-input", "remove-cell"})
+#: A level-1 Markdown heading (one line).
+_HEADING = re.compile(r"^# .*$", re.MULTILINE)
 
 
 class NotebookError(RuntimeError):
@@ -25,8 +43,47 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str | Path = REPO_ROOT) -> Path:
-    """Run ``notebooks/NAME.ipynb`` with ``parameters`` into ``output`` (relative paths: from the repo root)."""
+def hide_inputs(nb: nbformat.NotebookNode) -> None:
+    """Tag every code cell ``hide-input`` (keeping its other tags), except those :data:`FOLDED_TAGS` already fold."""
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and not FOLDED_TAGS.intersection(tags):
+            cell.metadata["tags"] = [*tags, HIDE_INPUT]
+
+
+def retitle(nb: nbformat.NotebookNode, title: str) -> None:
+    """Replace the notebook's first level-1 Markdown heading (``# ...``) by ``# TITLE``.
+
+    Raises ValueError when no Markdown cell has one: the page would keep a title that is not the one asked for.
+    """
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and _HEADING.search(cell.source):
+            cell.source = _HEADING.sub(lambda _: f"# {title}", cell.source, count=1)
+            return
+    raise ValueError(f"no level-1 Markdown heading to replace by {title!r}")
+
+
+def prepare(source: Path, title: str | None = None) -> nbformat.NotebookNode:
+    """The notebook at ``source`` as the book shows it: code inputs folded (:func:`hide_inputs`), and titled
+    ``title`` when one is given (:func:`retitle`)."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    hide_inputs(nb)
+    if title is not None:
+        retitle(nb, title)
+    return nb
+
+
+def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str | Path = REPO_ROOT,
+            title: str | None = None) -> Path:  # fmt: skip
+    """Run ``notebooks/NAME.ipynb``, prepared for the book (:func:`prepare`, titled ``title`` when given), with
+    ``parameters`` into ``output`` (relative paths: from the repo root).
+
+    The prepared copy is a hidden file beside the partial one, removed afterwards; the executed notebook records
+    the original notebook as papermill's input.
+    """
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -34,16 +91,23 @@ def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str 
     if not output.is_absolute():
         output = REPO_ROOT / output
     output.parent.mkdir(parents=True, exist_ok=True)
+    source = NOTEBOOKS / f"{name}.ipynb"
     partial = output.with_name(f".{output.stem}.partial.ipynb")
+    prepared = output.with_name(f".{output.stem}.source.partial.ipynb")
+    nbformat.write(prepare(source, title), prepared)
     try:
-        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(partial), parameters=parameters,
-                                   cwd=str(cwd), progress_bar=False, kernel_name="python3")  # fmt: skip
+        executed = papermill.execute_notebook(str(prepared), str(partial), parameters=parameters, cwd=str(cwd),
+                                              progress_bar=False, kernel_name="python3")  # fmt: skip
     except PapermillExecutionError as exc:
         partial.unlink(missing_ok=True)
         raise NotebookError(f"notebook {name} failed: {exc.ename}: {_one_line(exc.evalue)}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        prepared.unlink(missing_ok=True)
+    executed.metadata.papermill["input_path"] = str(source)
+    nbformat.write(executed, partial)
     os.replace(partial, output)
     return output
 
