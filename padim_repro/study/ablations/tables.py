@@ -1,7 +1,9 @@
 """Tables of the ablation notebooks: our rows next to the paper's Tables I and II, per category, per sigma.
 
 All in %; ours are means over the categories run (and, for random subsets, mean ± std over the seeds of that
-category mean); the paper's are means over all 15 MVTec AD categories, with their source marks.
+category mean); the paper's are means over all 15 MVTec AD categories, with their source marks. The ``*_frame``
+functions give the numbers; the others their display (:class:`~padim_repro.study.display.Table`, formatted by
+:mod:`~padim_repro.study.display`: 1 decimal, deltas in signed points, "—" explained under the table).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .. import reference
-from ..report import METRIC_LABEL, METRICS
+from ..display import DASH, Table, Tables, dash_note, mean_std, noted, number, signed, sourced, table
+from ..report import DELTA_NOTE, METRIC_LABEL, METRICS, PAPER_MISSING, SOURCE_NOTE
 from .embeddings import BACKBONE
 from .experiments import store
 
@@ -54,102 +57,186 @@ def seed_spread(rows: pd.DataFrame) -> pd.DataFrame:
     return out.assign(n_seeds=len(per_seed), n_categories=rows.category.nunique())
 
 
-def _fmt(mean: float, std: float = np.nan) -> str:
-    if np.isnan(mean):
-        return "—"
-    return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+def _seeds(rows: pd.DataFrame) -> int:
+    """Distinct seeds of the rows (0 for a deterministic variant: PCA, all channels, a layer)."""
+    return int(rows.seed.nunique())
 
 
-def _paper_cell(model: str, category: str, metric: str, paper: pd.DataFrame | None = None) -> str:
-    cell = reference.paper_value(reference.paper() if paper is None else paper, model, category, metric)
-    return f"{cell[0]:.1f} ({cell[1]})" if cell else "not published"
+def _paper(model: str, category: str, metric: str, paper: pd.DataFrame) -> tuple[float, str]:
+    cell = reference.paper_value(paper, model, category, metric)
+    return cell if cell else (np.nan, "")
 
 
-def comparison_table(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Our rows of the paper's Table I (``layers``) or II (``n_features``) next to the paper's, in %.
+SEEDS_NOTE = "Seeds: how many random channel subsets (seeds) were averaged."
+DETERMINISTIC = "a deterministic variant (no random choice, no seed)"
+NOT_RUN = "not run (no row of this variant in the results)"
+CATEGORY_MISSING = "not run on this category"
 
-    Ours: the mean over the categories run (listed in ``over``), and for random subsets the mean ± std over the
-    seeds of that category mean. The paper's: the mean over all 15 MVTec AD categories, with its source mark;
-    the paper reports no image AUROC for these rows.
-    """
+
+def _over(df: pd.DataFrame, seeds: bool = True) -> str:
+    """The note saying what our means and the paper's are over."""
+    cats = sorted(df.category.unique())
+    spread = ", ± the standard deviation over seeds (ddof 1) of that mean where several seeds were run" if seeds else ""
+    return (f"Ours: means over the {len(cats)} categories run ({', '.join(cats)}){spread}; the paper's: means over all "
+            "15 MVTec AD categories, so the two are directly comparable only when all 15 were run.")  # fmt: skip
+
+
+def comparison_frame(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Our rows of the paper's Table I (``layers``) or II (``n_features``) next to the paper's, in %: per row and
+    metric our mean over the categories run and the std over seeds of that mean (``METRIC ours``, ``METRIC std``),
+    the paper's mean over all 15 categories and its source mark; ``seeds`` and ``categories`` run (0: not run)."""
     paper = reference.paper()
     rows = []
     for label, model, selector in PAPER_ROWS[experiment]:
         sub = _select(df, selector)
         spread = seed_spread(sub) if len(sub) else None
-        row: dict[str, Any] = {"variant": label}
-        for metric in METRICS:
-            ours = _fmt(*spread.loc[metric, ["mean", "std"]]) if spread is not None else "not run"
-            row[f"{METRIC_LABEL[metric]} ours"] = ours
-            if metric != "image_auroc":
-                row[f"{METRIC_LABEL[metric]} paper"] = _paper_cell(model, "all", metric, paper)
-        row["seeds"] = int(spread.n_seeds.iloc[0]) if spread is not None else 0
-        row["over (ours)"] = ", ".join(sorted(sub.category.unique())) or "none"
-        row["paper over"] = "15 categories"
+        row: dict[str, Any] = {"variant": label, "seeds": _seeds(sub), "categories": sub.category.nunique()}
+        for m in METRICS:
+            row[f"{m} ours"], row[f"{m} std"] = spread.loc[m, ["mean", "std"]] if spread is not None else (np.nan,) * 2
+            row[f"{m} paper"], row[f"{m} paper source"] = _paper(model, "all", m, paper)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
+    return pd.DataFrame(rows)
 
 
-def n_features_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Every (method, d) of the n_features sweep: mean ± std over seeds of the mean over categories, in %."""
+def _versus_paper(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[tuple[str, str], list[str]]:
+    """Per metric, MultiIndex columns: ours (mean ± std), and for ``metrics`` the paper's value and Δ to it."""
+    cols: dict[tuple[str, str], list[str]] = {}
+    for m in METRICS:
+        std = frame[f"{m} std"] if f"{m} std" in frame else [np.nan] * len(frame)
+        cols[(METRIC_LABEL[m], "ours")] = [mean_std(v, s) for v, s in zip(frame[f"{m} ours"], std)]
+        if m in metrics:
+            cols[(METRIC_LABEL[m], "paper")] = [sourced(v, src) for v, src in zip(frame[f"{m} paper"],
+                                                                                  frame[f"{m} paper source"])]
+            cols[(METRIC_LABEL[m], "Δ paper")] = (frame[f"{m} ours"] - frame[f"{m} paper"]).map(signed).tolist()
+    return cols
+
+
+def comparison_table(experiment: str, df: pd.DataFrame) -> Table:
+    """:func:`comparison_frame` as shown: per metric ours (mean ± std over seeds), the paper's (source mark) and
+    Δ; the paper reports no image AUROC for these rows."""
+    frame = comparison_frame(experiment, df)
+    cols = {("variant", ""): frame.variant.tolist(),
+            ("seeds", ""): [DASH if n == 0 else str(n) for n in frame.seeds], **_versus_paper(frame, METRICS[1:])}
+    styler = table(pd.DataFrame(cols))
+    reasons = {"seeds": DETERMINISTIC, "ours": NOT_RUN,
+               "paper": "the paper (as available offline) gives no value for this row",
+               "Δ paper": "no value to compare"}  # fmt: skip
+    return noted(styler, dash_note(styler, reasons), SEEDS_NOTE, _over(df),
+                 "The paper reports no image AUROC for these rows.", DELTA_NOTE, SOURCE_NOTE)
+
+
+def n_features_summary(df: pd.DataFrame) -> Table:
+    """Every (method, d) of the n_features sweep: mean ± std over seeds of the mean over categories, in %, with
+    the number of seeds."""
     rows = []
     for (method, d), sub in df.groupby(["method", "d"], sort=True):
         spread = seed_spread(sub)
-        rows.append({"method": method, "d": int(d), "seeds": int(spread.n_seeds.iloc[0]),
-                     **{METRIC_LABEL[m]: _fmt(*spread.loc[m, ["mean", "std"]]) for m in METRICS}})  # fmt: skip
+        rows.append({"method": method, "d": int(d), "seeds": _seeds(sub) or DASH,
+                     **{METRIC_LABEL[m]: mean_std(*spread.loc[m, ["mean", "std"]]) for m in METRICS}})  # fmt: skip
     order = {"random": 0, "pca": 1, "all": 2}
-    return pd.DataFrame(rows).sort_values(["method", "d"], key=lambda s: s.map(order) if s.name == "method" else s)
+    frame = pd.DataFrame(rows).sort_values(["method", "d"], key=lambda s: s.map(order) if s.name == "method" else s)
+    styler = table(frame)
+    return noted(styler, dash_note(styler, {"seeds": DETERMINISTIC}), SEEDS_NOTE, _over(df))
 
 
-def per_category_table(df: pd.DataFrame, index: str | list[str] = "variant") -> pd.DataFrame:
-    """Mean over seeds of each metric, in %, one column per (metric, category)."""
-    table = df.groupby([*([index] if isinstance(index, str) else index), "category"], sort=False)[list(METRICS)]
-    wide = (table.mean() * 100).unstack("category")
-    wide.columns = [f"{METRIC_LABEL[m]} {c}" for m, c in wide.columns]
-    return wide.round(2)
+def per_category_table(df: pd.DataFrame, columns: str = "variant", by: str | None = None) -> Tables:
+    """One table per metric, in %: a row per category run (per category and value of ``by`` when given) and the
+    mean over them, a column per value of ``columns`` (in order of appearance; numbers under a ``columns`` header),
+    each cell the mean over seeds.
+
+    Categories are rows so that all 15 fit the page; the values of ``columns`` (variants, sigmas, d) are few."""
+    keys = df[columns].drop_duplicates().tolist()
+    numeric = pd.api.types.is_numeric_dtype(df[columns])
+    header = {k: (columns, f"{k:g}") if numeric else k for k in keys}
+    rows = ["category", *([by] if by else [])]
+    tables = []
+    for m in METRICS:
+        wide = (df.groupby([*rows, columns], sort=False)[m].mean() * 100).unstack(columns)[keys]
+        means = wide.groupby(level=by, sort=False).mean() if by else wide.mean().to_frame().T
+        cols: dict[Any, list[str]] = {"category": [*wide.index.get_level_values("category"),
+                                                   *[f"mean of {df.category.nunique()}"] * len(means)]}
+        if by:
+            cols[by] = [*wide.index.get_level_values(by), *means.index]
+        if numeric:
+            cols = {(c, ""): v for c, v in cols.items()}
+        for k in keys:
+            cols[header[k]] = [number(v) for v in [*wide[k], *means[k]]]
+        styler = table(pd.DataFrame(cols), caption=f"{METRIC_LABEL[m]} (%)")
+        tables.append(noted(styler, dash_note(styler, {h: CATEGORY_MISSING for h in header.values()})))
+    return Tables(tables)
 
 
-def sigma_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Metrics (in %) for each sigma: the mean over the categories run, then each category."""
-    mean = (df.groupby("sigma")[list(METRICS)].mean() * 100).round(2)
-    mean.columns = [f"{METRIC_LABEL[m]} mean" for m in METRICS]
-    return mean.join(per_category_table(df, "sigma"))
+def n_features_per_category(df: pd.DataFrame) -> Tables:
+    """The n_features sweep per category: one table per metric, a row per category and method (random subsets,
+    PCA), a column per d (448: all channels, the same for both), the mean over seeds in %."""
+    every = df[df.method == "all"]
+    rows = pd.concat([df[df.method != "all"], every.assign(method="random"), every.assign(method="pca")])
+    rows["method"] = rows.method.replace({"pca": "PCA"})
+    rows = rows.sort_values(["method", "d"], ascending=[False, True], kind="stable")  # random, then PCA; d ascending
+    tables = per_category_table(rows, "d", "method")
+    random = df[df.method == "random"].groupby("d").seed.nunique()
+    seeds = "; ".join(f"{n} seeds at d = {', '.join(str(d) for d in sub.index)}" for n, sub in random.groupby(random))
+    note = (f"Random subsets: the mean over {seeds}. d = 448 is all channels (a random choice of all of them, or a "
+            "full rotation by PCA, gives the same distances), computed once.")  # fmt: skip
+    return Tables([noted(t.styler, *t.notes, note) for t in tables.tables])
 
 
-def paper_rd100_reference(categories: Sequence[str]) -> pd.DataFrame:
+def sigma_table(df: pd.DataFrame) -> Tables:
+    """Metrics (in %) for each sigma: the mean over the categories run with Δ to the paper's sigma = 4, then one
+    table per metric with each category."""
+    mean = df.groupby("sigma")[list(METRICS)].mean() * 100
+    cols: dict[tuple[str, str], list[str]] = {("sigma", ""): [f"{v:g}" for v in mean.index]}
+    for m in METRICS:
+        cols[(METRIC_LABEL[m], "mean")] = mean[m].map(number).tolist()
+        cols[(METRIC_LABEL[m], "Δ to σ = 4")] = (mean[m] - mean[m].get(4.0, np.nan)).map(signed).tolist()
+    styler = table(pd.DataFrame(cols), caption="Mean over the categories run (%)")
+    first = noted(styler, dash_note(styler, {"Δ to σ = 4": "sigma = 4, the paper's, was not run"}),
+                  "Δ to σ = 4: this sigma's mean minus that at the paper's sigma = 4, in percentage points.")
+    return Tables([first, *per_category_table(df, "sigma").tables])
+
+
+def paper_rd100_reference(categories: Sequence[str]) -> Table:
     """The paper's R18-Rd100 values (Table III, sigma 4, resize 256 + crop 224) for the categories and all 15."""
     paper = reference.paper()
     model = reference.PAPER_MODEL[BACKBONE]
     rows = []
     for cat in [*categories, "all"]:
         rows.append({"category": cat if cat != "all" else "all (mean of 15)",
-                     **{METRIC_LABEL[m]: _paper_cell(model, cat, m, paper) for m in METRICS}})  # fmt: skip
-    return pd.DataFrame(rows).set_index("category")
+                     **{METRIC_LABEL[m]: sourced(*_paper(model, cat, m, paper)) for m in METRICS}})  # fmt: skip
+    styler = table(pd.DataFrame(rows))
+    return noted(styler, dash_note(styler, {METRIC_LABEL[m]: PAPER_MISSING for m in METRICS}), SOURCE_NOTE)
 
 
-def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
+def protocol_table(df: pd.DataFrame) -> Table:
     """Per category and protocol: our metrics (%), and those of the public reproduction that used the same
-    protocol (%): xiahaifeng1995's used the paper's resize 256 + crop 224, anomalib's resize 256 without crop
-    (and its own channel subset, seed 42)."""
+    protocol (%) with Δ: xiahaifeng1995's used the paper's resize 256 + crop 224, anomalib's resize 256 without
+    crop (and its own channel subset, seed 42)."""
     repro = reference.reproductions()
     which = {"paper": "xiahaifeng1995", "no_crop": "anomalib"}
-    rows = []
-    for _, r in df.iterrows():
-        row: dict[str, Any] = {"category": r.category, "protocol": r.variant}
-        row.update({f"{METRIC_LABEL[m]} ours": round(100 * r[m], 2) for m in METRICS})
-        short = which.get(r.protocol, "")
-        row["reproduction (same protocol)"] = short or "—"
-        for m in ("image_auroc", "pixel_auroc"):
-            q = repro[(repro.short == short) & (repro.backbone == reference.REPRO_BACKBONE[BACKBONE])
-                      & (repro.category == r.category) & (repro.metric == m)]  # fmt: skip
-            row[f"{METRIC_LABEL[m]} reproduction"] = f"{100 * q.value.iloc[0]:.1f}" if len(q) else "—"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index(["category", "protocol"])
+    cols: dict[tuple[str, str], list[Any]] = {("category", ""): df.category.tolist(),
+                                              ("protocol", ""): df.variant.tolist(),
+                                              ("reproduction", ""): [which.get(p, DASH) for p in df.protocol]}
+    for m in METRICS:
+        ours = 100 * df[m].to_numpy()
+        cols[(METRIC_LABEL[m], "ours")] = [number(v) for v in ours]
+        if m == "pro":
+            continue
+        theirs = [reference.repro_value(repro, which.get(p, ""), BACKBONE, c, m) for p, c in zip(df.protocol,
+                                                                                                df.category)]
+        theirs = np.array([np.nan if v is None else 100 * v for v in theirs])
+        cols[(METRIC_LABEL[m], "theirs")] = [number(v) for v in theirs]
+        cols[(METRIC_LABEL[m], "Δ")] = [signed(v) for v in ours - theirs]
+    styler = table(pd.DataFrame(cols))
+    reasons = {"theirs": "the reproduction of the same protocol reports no value for this category",
+               "Δ": "no value to compare"}  # fmt: skip
+    return noted(styler, dash_note(styler, reasons), "Theirs: the value of the reproduction named in the row, which "
+                 "used the same protocol; neither reproduction reports PRO.", DELTA_NOTE)  # fmt: skip
 
 
 def timing_summary(results_root: str | Path, experiment: str, categories: Sequence[str] | None = None) -> str:
-    """Markdown lines: per category, whether the last invocation computed or reused its rows, when and at which
-    commit they were computed, and how long that took."""
+    """Markdown lines: per category, whether the last invocation computed or reused its rows, at which commit they
+    were computed, and how long that took (the variants, and the backbone pass they share with the other
+    experiments computed in the same invocation)."""
     manifest = store(results_root, experiment).manifest()
     last = manifest.get("last_invocation")
     if not last:
@@ -160,25 +247,37 @@ def timing_summary(results_root: str | Path, experiment: str, categories: Sequen
         if g is None:
             continue
         how = "read back (same settings, data, weights and code)" if cat in last["reused"] else "computed"
-        lines.append(f"- **{cat}**: {how}; computed in {g['seconds']:.0f} s (of which {g['embeddings_seconds']:.0f} s "
-                     f"for the backbone) at commit `{(g.get('git_commit') or 'unknown')[:12]}`")  # fmt: skip
+        lines.append(f"- **{cat}**: {how}; its variants took {number(g['seconds'])} s after a backbone pass of "
+                     f"{number(g['embeddings_seconds'])} s (shared by the experiments computed with it), at commit "
+                     f"`{(g.get('git_commit') or 'unknown')[:12]}`")  # fmt: skip
+    load = ", ".join(f"{x:.2f}" for x in last["load_average"])
     lines.append(f"- this invocation: {last['seconds']:.0f} s on {last['device']} ({last['workers']} worker threads "
-                 f"with one torch thread each; load average {last['load_average']} at the end)")  # fmt: skip
+                 f"with one torch thread each; load average {load} at the end)")  # fmt: skip
     return "\n".join(lines)
 
 
-def pca_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The PCA probe: each variant's metrics (%), mean over the categories run, then per category; the paper's
-    PCA100 and Rd100 (means over 15 categories) beside the variants they correspond to."""
+#: The PCA probe's variants that are rows of the paper's Table II.
+PCA_PAPER_MODEL = {"pca_pooled_top": "PaDiM-R18-PCA100", "random": "PaDiM-R18-Rd100 (mean of 10 seeds)"}
+
+
+def pca_table(df: pd.DataFrame) -> Tables:
+    """The PCA probe: each variant's metrics (%), mean over the categories run, with the paper's PCA100 and Rd100
+    (means over 15 categories) and Δ beside the variants they correspond to; then one table per metric with each
+    category."""
     paper = reference.paper()
-    paper_model = {"pca_pooled_top": "PaDiM-R18-PCA100", "random": "PaDiM-R18-Rd100 (mean of 10 seeds)"}
     rows = []
     for (variant, method), sub in df.groupby(["variant", "method"], sort=False):
         row: dict[str, Any] = {"variant": variant}
-        row.update({f"{METRIC_LABEL[m]} ours": round(100 * sub[m].mean(), 2) for m in METRICS})
-        for m in ("pixel_auroc", "pro"):
-            row[f"{METRIC_LABEL[m]} paper"] = (_paper_cell(paper_model[method], "all", m, paper)
-                                               if method in paper_model else "not in the paper")  # fmt: skip
+        for m in METRICS:
+            row[f"{m} ours"] = 100 * sub[m].mean()
+            model = PCA_PAPER_MODEL.get(method, "") if (sub.d == 100).all() else ""  # the paper's rows are d = 100
+            row[f"{m} paper"], row[f"{m} paper source"] = _paper(model, "all", m, paper)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("variant").join(per_category_table(df))
-
+    frame = pd.DataFrame(rows)
+    styler = table(pd.DataFrame({("variant", ""): frame.variant.tolist(), **_versus_paper(frame, METRICS[1:])}),
+                   caption="Mean over the categories run (%)")  # fmt: skip
+    reasons = {"paper": "not a row of the paper's Table II (PCA100 and Rd100)", "Δ paper": "no value to compare"}
+    main = noted(styler, dash_note(styler, reasons), _over(df, seeds=False),
+                 "The paper reports no image AUROC for these rows.",
+                 DELTA_NOTE, SOURCE_NOTE)  # fmt: skip
+    return Tables([main, *per_category_table(df).tables])

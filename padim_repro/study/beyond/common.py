@@ -1,10 +1,12 @@
-"""What the experiments beyond the paper share: their results folder, CSV files, categories, per-defect metrics."""
+"""What the experiments beyond the paper share: their results folder, CSV files, categories, per-defect metrics,
+and how their notebooks show a configuration and the provenance of their results."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ import pandas as pd
 from ...data import list_categories
 from ...metrics import aupro, per_defect_image_auroc, pixel_auroc
 from ...storage import atomic_write
+from ..display import DASH, Table, dash_note, is_missing, noted, table
 
 BEYOND = "beyond"
 
@@ -39,8 +42,6 @@ def present_categories(data_root: str | Path, categories: Sequence[str] | str | 
     return [c for c in categories if c in present]
 
 
-
-
 def per_defect_metrics(maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                        defect_types: Sequence[str]) -> pd.DataFrame:  # fmt: skip
     """Image AUROC, pixel AUROC and PRO of each defect type, each on that type's images plus all good images
@@ -55,3 +56,26 @@ def per_defect_metrics(maps: np.ndarray, masks: np.ndarray, scores: np.ndarray, 
                      "image_auroc": image[defect], "pixel_auroc": pixel_auroc(maps[sel], masks[sel]),
                      "pro": aupro(maps[sel], masks[sel])})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def config_text(config: Mapping[str, Any]) -> str:
+    """A :class:`~padim_repro.config.PadimConfig` dict in one line, the settings that make the numbers."""
+    c, d = config, config.get("d")
+    kept = "the backbone's default d" if d is None else ("all channels" if d == 0 else f"d = {d}")
+    return (f"{c.get('backbone')}, layers {', '.join(c.get('layers', []))}, {kept} (seed {c.get('seed')}), "
+            f"epsilon {c.get('epsilon')}, sigma {c.get('sigma'):g}, resize {c.get('resize')}, crop {c.get('crop')} "
+            f"({c.get('interpolation')}), batch size {c.get('batch_size')}")
+
+
+def provenance_rows(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The rows every experiment's provenance shows: commit, CPU model, logical CPUs, package versions."""
+    machine = info.get("machine") or {}
+    return {"commit": info.get("git_commit"), "CPU": machine.get("cpu"), "logical CPUs": machine.get("cpu_count"),
+            "versions": ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())}  # fmt: skip
+
+
+def info_table(rows: Mapping[str, Any]) -> Table:
+    """A 2-column table (what, value) of provenance or settings; a missing value is "—", explained under it."""
+    values = [DASH if is_missing(v) else str(v) for v in rows.values()]
+    styler = table(pd.DataFrame({"item": list(rows), "value": values}))
+    return noted(styler, dash_note(styler, {"value": "not recorded (results from before this field was)"}))

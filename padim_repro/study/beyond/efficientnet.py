@@ -20,11 +20,16 @@ import torch
 from ... import backbones as B
 from ...config import PadimConfig
 from ...features import select_channels
+from .. import reference
+from ..display import Table, Tables, dash_note, noted, number, percent, signed, sourced, table
 from ..provenance import provenance
-from ..report import METRICS
+from ..report import METRIC_LABEL, METRICS, SOURCE_NOTE
 from ..rows import RowStore
 from ..runs import run_or_load
-from .common import beyond_dir, present_categories
+from .common import beyond_dir, config_text, info_table, present_categories, provenance_rows
+
+#: The model the EfficientNet variants are compared with.
+R18_MODEL = "PaDiM-R18-Rd100"
 
 
 def describe_levels(backbone: str, levels: Sequence[int] = B.PAPER_LEVELS) -> pd.DataFrame:
@@ -73,7 +78,7 @@ def efficientnet_experiment(data_root: str | Path, results_root: str | Path, wei
     backbone = effnet_backbone or B.LITE0_BACKBONE
     weights = effnet_weights or lite0_weights_spec()
     rows_store = RowStore(beyond_dir(results_root), "efficientnet")
-    configs = [("PaDiM-R18-Rd100", PadimConfig(weights=weights_r18, **config))]
+    configs = [(R18_MODEL, PadimConfig(weights=weights_r18, **config))]
     for d in effnet_d:
         c = PadimConfig(backbone=backbone, layers=B.paper_layers(backbone), d=d, weights=weights, **config)
         configs.append((f"PaDiM-{backbone}-{'Rd' + str(c.resolved_d) if c.resolved_d else 'all'}", c))
@@ -107,3 +112,85 @@ def kept_channels_per_layer(backbone: str, layers: Sequence[str], d: int | None,
     edges = np.cumsum([0] + channels)
     return pd.Series({f"{name} ({c})": int(((kept >= lo) & (kept < hi)).sum()) for name, c, lo, hi
                       in zip(layers, channels, edges[:-1], edges[1:])})  # fmt: skip
+
+
+# -- display -------------------------------------------------------------------------------------------------------
+def levels_table(backbones: Sequence[str]) -> Table:
+    """:func:`describe_levels` of each backbone, one row per (model, level)."""
+    levels = pd.concat([describe_levels(b).assign(model=b) for b in dict.fromkeys(backbones)], ignore_index=True)
+    return noted(table(levels[["model", *[c for c in levels.columns if c != "model"]]]))
+
+
+def top_classes_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The ImageNet check: per image (``image``), its top classes (``classes``) and their probabilities
+    (``probabilities``, fractions), shown in %."""
+    df = pd.DataFrame([{"image": r["image"], "top-3 ImageNet classes": ", ".join(map(str, r["classes"])),
+                        "their probabilities (%)": ", ".join(percent(p) for p in r["probabilities"])}
+                       for r in rows])  # fmt: skip
+    return noted(table(df))
+
+
+def _short(model: str) -> str:
+    """A model's name as a column header: ``PaDiM-tf_efficientnet_lite0-Rd100`` -> ``EfficientNet-lite0-Rd100``."""
+    return model.removeprefix("PaDiM-").replace("tf_efficientnet_", "EfficientNet-")
+
+
+def comparison_tables(df: pd.DataFrame) -> Tables:
+    """:func:`efficientnet_experiment`'s rows as one table per metric (in %): per category each model, and for
+    every EfficientNet model its Δ to PaDiM-R18-Rd100 in signed points; the last row is the mean over the
+    categories."""
+    models = list(dict.fromkeys(df.model))
+    tables = []
+    for m in METRICS:
+        wide = 100 * df.pivot_table(index="category", columns="model", values=m, sort=False)[models]
+        wide.loc[f"mean of {len(wide)}"] = wide.mean(skipna=False)  # over the same categories for every model
+        cols: dict[tuple[str, str], list[str]] = {("category", ""): wide.index.tolist()}
+        for model in models:
+            cols[(_short(model), "%")] = wide[model].map(number).tolist()
+            if model != R18_MODEL and R18_MODEL in wide:
+                cols[(_short(model), f"Δ {_short(R18_MODEL)}")] = (wide[model] - wide[R18_MODEL]).map(signed).tolist()
+        styler = table(pd.DataFrame(cols), caption=f"{METRIC_LABEL[m]} (%)")
+        tables.append(noted(styler, dash_note(styler, {_short(x): "not run on this category" for x in models})))
+    tables[-1] = noted(tables[-1].styler, *tables[-1].notes,
+                       f"Δ: the model minus {R18_MODEL} on the same category, in percentage points.")
+    return Tables(tables)
+
+
+def paper_table(models: Sequence[str] = ("PaDiM-WR50-Rd550", "PaDiM-EfficientNet-B5")) -> Table:
+    """The paper's image AUROC (Table V, mean of all 15 categories) of ``models``, with source marks."""
+    paper = reference.paper()
+    rows = [{"model": model, "image AUROC, mean of 15 (%)":
+             sourced(*(reference.paper_value(paper, model, "all", "image_auroc") or (None, None)))} for model in models]
+    styler = table(pd.DataFrame(rows))
+    return noted(styler, dash_note(styler, {"image AUROC, mean of 15 (%)": "not available offline"}), SOURCE_NOTE)
+
+
+def kept_channels_table(configs: dict[str, dict[str, Any]]) -> Table:
+    """For each model (``configs``: name -> :class:`~padim_repro.config.PadimConfig` dict), how many of its kept
+    channels come from each of its three levels: ``layer (its channels): kept``."""
+    rows = []
+    for name, cfg in configs.items():
+        c = PadimConfig.from_dict(cfg)
+        kept = kept_channels_per_layer(c.backbone, c.layers, c.resolved_d, c.seed)
+        rows.append({"model": name, "kept channels": int(kept.sum()),
+                     **{f"level {i + 1}": f"{layer}: {n}" for i, (layer, n) in enumerate(kept.items())}})  # fmt: skip
+    styler = table(pd.DataFrame(rows))
+    return noted(styler, dash_note(styler, {"level": "the model has fewer levels"}),
+                 "Each level as 'module (its channels): channels kept'.")
+
+
+def cost_table(df: pd.DataFrame) -> Table:
+    """Fitting time (s, to 0.1 s) and time per test image (ms) of every run on this machine, with the embedding
+    sizes."""
+    frame = pd.DataFrame({"category": df.category, "model": df.model, "d": df.d, "channels": df.n_channels_total,
+                          "fit (s)": df.fit_s.map(number), "inference per image (ms)":
+                          (1e3 * df.predict_per_image_s).map(lambda v: number(v, 0))})  # fmt: skip
+    return noted(table(frame))
+
+
+def provenance_table(info: dict[str, Any], df: pd.DataFrame) -> Tables:
+    """Each model's configuration, the runs (weights and folder of each), and the commit, CPU and versions."""
+    configs = info_table({name: config_text(c) for name, c in info.get("configs", {}).items()})
+    runs = noted(table(df[["category", "model", "weights_id", "run_dir"]].rename(
+        columns={"weights_id": "weights fingerprint", "run_dir": "run folder (under the results)"})))
+    return Tables([configs, runs, info_table(provenance_rows(info))])

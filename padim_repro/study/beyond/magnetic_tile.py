@@ -38,12 +38,13 @@ from ...config import PadimConfig
 from ...data import DataError, MVTecDataset, Sample, checked_sample, mask_defects, open_image
 from ...model import Padim
 from ...storage import write_json, write_npz
+from ..display import Table, dash_note, noted, number, percent, table
 from ..identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from ..plots import select_examples
 from ..provenance import provenance
-from ..report import METRICS
+from ..report import METRIC_LABEL, METRICS
 from ..runs import fit_evaluate, is_complete, settings, start_outputs, write_manifest
-from .common import beyond_dir, per_defect_metrics, write_csv
+from .common import beyond_dir, config_text, info_table, per_defect_metrics, provenance_rows, write_csv
 
 #: The dataset's defect folders (without the ``MT_`` prefix) and the defect-free one.
 DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
@@ -287,3 +288,67 @@ def magnetic_tile_experiment(mt_root: str | Path, results_root: str | Path, weig
     ex = np.load(files["examples"])
     return {"metrics": pd.read_csv(files["metrics"]), "scores": pd.read_csv(files["scores"]),
             "info": json.loads(files["info"].read_text()), "examples": {k: ex[k] for k in ex.files}}  # fmt: skip
+
+
+# -- display -------------------------------------------------------------------------------------------------------
+def split_table(split: TileSplit) -> Table:
+    """Images per defect type in the training and the test set."""
+    counts = split.summary().pivot_table(index="defect type", columns="split", values="images", fill_value=0)
+    frame = counts.reindex(columns=["train", "test"], fill_value=0).astype(int).reset_index()
+    frame.columns.name = None
+    return noted(table(frame))
+
+
+def crop_loss_table(loss: pd.DataFrame) -> Table:
+    """:func:`crop_loss` per defect type: the defect images, and for each cropping option the mean share of their
+    defect pixels it would remove (%) and how many images would lose their whole defect."""
+    cols: dict[tuple[str, str], list[Any]] = {("defect type", ""): [], ("images", ""): []}
+    options = [c.removeprefix("lost, ") for c in loss.columns if c.startswith("lost, ")]
+    for defect, sub in loss.groupby("defect type"):
+        cols[("defect type", "")].append(defect)
+        cols[("images", "")].append(len(sub))
+        for option in options:
+            lost = sub[f"lost, {option}"]
+            cols.setdefault((f"crop, {option}", "defect pixels lost (%)"), []).append(percent(lost.mean()))
+            cols.setdefault((f"crop, {option}", "images losing all"), []).append(int((lost > 0.999).sum()))
+    styler = table(pd.DataFrame(cols))
+    return noted(styler, dash_note(styler, {"defect pixels lost (%)": "every mask of this type is empty"}),
+                 "shorter side: MVTec AD's protocol (shorter side to 256, center crop 224); squash: both sides to "
+                 "256, then the center crop.")  # fmt: skip
+
+
+def results_table(metrics: pd.DataFrame) -> Table:
+    """The experiment's metrics (``metrics.csv``) in %: all defects pooled, then each defect type (that type's
+    images and all good test images), with the image counts."""
+    frame = pd.DataFrame({"scope": metrics.scope, **{METRIC_LABEL[m]: metrics[m].map(percent) for m in METRICS},
+                          "defective images": metrics["n defective"], "good images": metrics["n good"]})  # fmt: skip
+    styler = table(frame)
+    reason = "undefined: no defect pixel in this type's masks"
+    return noted(styler, dash_note(styler, {METRIC_LABEL[m]: reason for m in METRICS[1:]}))
+
+
+def defect_share_table(dataset: MagneticTileDataset) -> Table:
+    """How the test set's defect pixels and defect regions (8-connected, at the model's resolution) divide among
+    the defect types, in % of all."""
+    from scipy import ndimage
+
+    defective = [i for i, s in enumerate(dataset.samples) if s.label]
+    masks = [dataset[i][1].numpy() for i in defective]
+    share = pd.DataFrame({"defect type": [dataset.samples[i].defect_type for i in defective],
+                          "defect pixels (% of all)": [int(m.sum()) for m in masks],
+                          "defect regions (% of all)": [ndimage.label(m, np.ones((3, 3)))[1] for m in masks]})
+    totals = share.groupby("defect type").sum()
+    return noted(table((totals / totals.sum()).reset_index(), {c: percent for c in totals.columns}))
+
+
+def info_rows(info: dict[str, Any]) -> Table:
+    """The experiment's settings, split, timings and provenance (``info.json``) as a 2-column table."""
+    split, t = info.get("split", {}), info.get("timings", {})
+    seconds = ", ".join(f"{number(t.get(k))} s" for k in ("fit_s", "predict_s", "wall_s"))
+    return info_table({
+        "configuration": config_text(info["config"]), "weights fingerprint": info.get("weights_id"),
+        "split": f"seed {split.get('seed')}, {percent(split.get('train_fraction'), 0)} % of the defect-free images "
+                 f"to train: {split.get('n_train')} training, {split.get('n_test')} test images",
+        "preprocessing": info.get("preprocessing"),
+        "fit, inference, whole experiment": seconds,
+        **provenance_rows(info)})  # fmt: skip

@@ -1,0 +1,197 @@
+"""The Cost page's tables: what ``make bench`` measured (``RESULTS/bench/*.json``) next to the paper's Tables VII and
+VIII (:func:`padim_repro.study.reference.paper_cost`), both CPUs named.
+
+Every measured figure is read from ``core.json`` (``bench/bench_core.py``) or ``anomalib_vs_ours.json``
+(``bench/compare_anomalib.py``); a figure not measured is "—" with a note under the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from . import reference
+from .display import DASH, Table, dash_note, is_missing, noted, number, percent, signed, table
+from .report import SOURCE_NOTE, metric_label
+
+# -- cost (`make bench`) ------------------------------------------------------------------------------------------
+#: Names that figures had in ``core.json`` before ``bench/bench_core.py`` measured paired ratios to the backbone: the
+#: committed figures may predate it, and are read under either name.
+_OLD_NAMES = {"predict_per_image_s": "infer_per_image_s", "predict_ratio": "ratio_infer_to_backbone"}
+NOT_MEASURED = "not in this core.json (not measured, or written by an older bench/bench_core.py: rerun make bench)"
+GB = 1e9
+MIB = 2**20
+
+
+def figure(section: Mapping[str, Any] | None, key: str) -> Any:
+    """``section[key]`` of a bench JSON file, under its current or its older name; None when not measured."""
+    if not section:
+        return None
+    value = section.get(key)
+    return section.get(_OLD_NAMES[key]) if value is None and key in _OLD_NAMES else value
+
+
+def _gb(mib: Any, decimals: int = 2) -> str:
+    return DASH if is_missing(mib) else number(mib * MIB / GB, decimals)
+
+
+def _ms(seconds: Any) -> str:
+    return DASH if is_missing(seconds) else number(1e3 * seconds, 0)
+
+
+def _ratio(value: Any) -> str:
+    return number(value, 2)
+
+
+def bench_summary(core: Mapping[str, Any]) -> str:
+    """One Markdown line: when, at which commit and on which CPU ``make bench`` measured ``core.json``."""
+    r18 = core.get("r18") or {}
+    when = core.get("measured_at") or r18.get("measured_at") or "at a time not recorded"
+    commit = core.get("git_commit") or r18.get("git_commit") or "not recorded"
+    return f"Measured {when} at commit `{commit}` on {bench_cpu(core) or 'a CPU whose model was not recorded'}."
+
+
+def bench_cpu(core: Mapping[str, Any] | None) -> str | None:
+    """The CPU model ``make bench`` ran on and its threads, as recorded in ``core.json``; None when not recorded."""
+    cpu = ((core or {}).get("machine") or {}).get("cpu")
+    threads = figure((core or {}).get("r18"), "threads")
+    return None if cpu is None else cpu + (f", {threads} threads" if threads else "")
+
+
+def _as_published(value: float) -> str:
+    """A published figure with the decimals it was published with (``0.17``, ``3.8``, ``150``)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _paper_cost(paper: pd.DataFrame, model: str, quantity: str, scale: float = 1.0) -> tuple[str, str]:
+    row = paper[(paper.model == model) & (paper.quantity == quantity)]
+    if row.empty:
+        return DASH, DASH
+    r = row.iloc[0]
+    return f"{_as_published(scale * r.value)} ({r.source})", str(r.conditions)
+
+
+MODEL_FILE = "the saved model file (float32)"
+
+
+def paper_cost_table(core: Mapping[str, Any] | None) -> Table:
+    """The paper's Tables VII and VIII (and its training time) beside ours, side by side: quantity | paper (value,
+    hardware) | ours (value, hardware), both CPUs named; inference in ms per image, model size in GB (10⁹ bytes)."""
+    paper, core = reference.paper_cost(), core or {}
+    r18, wr50 = core.get("r18") or {}, (core.get("wr50_fit") or [{}])
+    cpu = bench_cpu(core) or DASH
+    fits = [w for w in wr50 if w.get("fit_s") is not None]
+    wr50_fits = " / ".join(number(w["fit_s"], 0) for w in fits) or DASH
+    rows = [
+        ("inference per image, R18-Rd100 (ms)", "PaDiM-R18-Rd100", "inference_time_per_image", 1e3,
+         _ms(figure(r18, "predict_per_image_s")), cpu),
+        ("inference per image, WR50-Rd550 (ms)", "PaDiM-WR50-Rd550", "inference_time_per_image", 1e3,
+         _ms(figure(wr50[0], "predict_per_image_s")), cpu),
+        ("model size, R18-Rd100 (GB)", "PaDiM-R18-Rd100", "model_memory_mvtec", 1.0, _gb(r18.get("model_size_mb")),
+         MODEL_FILE),
+        ("model size, WR50-Rd550 (GB)", "PaDiM-WR50-Rd550", "model_memory_mvtec", 1.0,
+         _gb(wr50[0].get("model_size_mb")), MODEL_FILE),
+        ("training per category, R18-Rd100 (s)", "PaDiM-R18-Rd100", "training_time_per_category", 1.0,
+         number(r18.get("fit_s"), 1), cpu),
+        ("training per category, WR50-Rd550 (s)", "PaDiM-WR50-Rd550", "training_time_per_category", 1.0,
+         wr50_fits, cpu),
+    ]  # fmt: skip
+    out = []
+    for label, model, quantity, scale, ours, ours_on in rows:
+        value, on = _paper_cost(paper, model, quantity, scale)
+        out.append({"quantity": label, "paper": value, "paper: measured on": on, "ours": ours,
+                    "ours: measured on": ours_on})  # fmt: skip
+    styler = table(pd.DataFrame(out))
+    missing = NOT_MEASURED if core else "no bench figures yet: run make bench"
+    reasons = {"paper": "the paper gives no figure for it", "ours": missing,
+               "ours: measured on": "the CPU model is " + missing}  # fmt: skip
+    images = (f"Ours: R18-Rd100 on the {r18.get('n_train', DASH)} training and {r18.get('n_test', DASH)} test images "
+              f"of {r18.get('category', DASH)}; WR50-Rd550 with random-init weights on random 224 × 224 images (its "
+              "ImageNet weights are not available offline; its cost does not depend on the weight values), trained "
+              f"on {' / '.join(str(w.get('n_images')) for w in fits) or DASH} images.")
+    return noted(styler, dash_note(styler, reasons), images, "GB = 10⁹ bytes. " + SOURCE_NOTE)
+
+
+def _count(value: Any) -> str:
+    return DASH if is_missing(value) else str(int(value))
+
+
+def r18_cost_table(core: Mapping[str, Any]) -> Table:
+    """R18-Rd100 on one category (``core.json``'s ``r18``): fit and inference with their ratios to the backbone
+    forward over the same images, memory, accuracy of the precision matrices; with the targets where recorded."""
+    r, targets = core.get("r18") or {}, core.get("targets") or {}
+    err = r.get("precision_rel_error_max")
+    rows = [
+        ("fit (s)", number(r.get("fit_s"), 1), None),
+        ("fit / backbone forward", _ratio(figure(r, "fit_ratio")), targets.get("r18_fit_ratio")),
+        ("inference per image (ms)", _ms(figure(r, "predict_per_image_s")), None),
+        ("backbone forward per image (ms)", _ms(r.get("backbone_per_image_s")), None),
+        ("inference / backbone forward", _ratio(figure(r, "predict_ratio")), targets.get("r18_predict_ratio")),
+        ("precision vs float64, max relative error (ppm)", number(None if err is None else 1e6 * err, 3), None),
+        ("peak RSS of the bench (GB)", _gb(r.get("peak_rss_mb")), None),
+        ("peak RSS of python -m padim_repro run (GB)", _gb((core.get("run") or {}).get("peak_rss_mb")),
+         targets.get("run_peak_rss_gib")),
+        ("threads", _count(r.get("threads")), None),
+        ("batch size", _count(r.get("batch_size")), None),
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["quantity", "value", "target"])
+    df["target"] = [DASH if t is None else f"≤ {t:g}" for t in df.target]
+    df.loc[df.quantity.str.contains("padim_repro run"), "target"] += " GiB"
+    if not targets:
+        df = df.drop(columns="target")
+    styler = table(df)
+    reasons = {"value": NOT_MEASURED, "target": "no target"}
+    return noted(styler, dash_note(styler, reasons), "ppm = parts per million; GB = 10⁹ bytes, GiB = 2³⁰ bytes.")
+
+
+def wr50_cost_table(core: Mapping[str, Any]) -> Table | None:
+    """The WR50-Rd550-scale fits (``core.json``'s ``wr50_fit``), one row per number of training images; None when
+    the bench skipped them."""
+    fits = core.get("wr50_fit") or []
+    if not fits:
+        return None
+    df = pd.DataFrame([{"training images": w.get("n_images"), "fit (s)": number(w.get("fit_s"), 1),
+                        "backbone forward (s)": number(w.get("backbone_s"), 1),
+                        "fit / backbone": _ratio(w.get("fit_ratio")), "model file (GB)": _gb(w.get("model_size_mb")),
+                        "peak RSS (GB)": _gb(w.get("peak_rss_mb"))} for w in fits])  # fmt: skip
+    styler = table(df)
+    t = core.get("targets") or {}
+    target = (f"Targets (the performance issue): fit ≤ {t['wr50_fit_ratio']:g} × the backbone forward, peak RSS ≤ "
+              f"{t['wr50_peak_rss_gb']:g} GiB and flat in the number of images." if t else None)  # fmt: skip
+    return noted(styler, dash_note(styler, {c: NOT_MEASURED for c in df.columns}), target,
+                 "GB = 10⁹ bytes, GiB = 2³⁰ bytes.")
+
+
+#: anomalib comparison (``anomalib_vs_ours.json``): summary key -> (label, scale to the unit shown, decimals).
+ANOMALIB_QUANTITIES = {"inference_s_per_image": ("inference per image (ms)", 1e3, 0), "fit_s": ("fit (s)", 1.0, 1),
+                       "peak_rss_mb": ("peak RSS (GB)", MIB / GB, 2)}  # fmt: skip
+
+
+def anomalib_cost_table(cmp: Mapping[str, Any]) -> Table:
+    """anomalib's PaDiM against ours, same machine and run: medians over the pairs and the per-pair ratios
+    anomalib / ours (above 1: ours is faster or smaller)."""
+    rows = []
+    for key, (label, scale, decimals) in ANOMALIB_QUANTITIES.items():
+        s = cmp["summary"][key]
+        rows.append({"quantity": label, "ours (median)": number(scale * s["ours_median"], decimals),
+                     "anomalib (median)": number(scale * s["anomalib_median"], decimals),
+                     "anomalib / ours, per pair": ", ".join(_ratio(x) for x in s["ratio_anomalib_over_ours_per_pair"]),
+                     "median ratio": _ratio(s["ratio_median"])})  # fmt: skip
+    return noted(table(pd.DataFrame(rows)), "GB = 10⁹ bytes.")
+
+
+def anomalib_metrics_table(cmp: Mapping[str, Any]) -> Table:
+    """The metrics of both implementations in that comparison, in %, and ours − anomalib in points."""
+    rows = [{"metric": metric_label(m), "ours": percent(v["ours"], 2), "anomalib": percent(v["anomalib"], 2),
+             "ours − anomalib": signed(100 * (v["ours"] - v["anomalib"]), 2)} for m, v in cmp["metrics"].items()]
+    styler = table(pd.DataFrame(rows), caption=f"Metrics on {cmp['category']} (%)")
+    return noted(styler, "Identical in every pair: both implementations are deterministic. Values in % with 2 "
+                         "decimals: the two runs' own figures, not a comparison with a published one.")  # fmt: skip
+
+
+def anomalib_notes(cmp: Mapping[str, Any]) -> str:
+    """What differs in anomalib's implementation (read from its source), as a Markdown list."""
+    notes = cmp.get("notes_anomalib") or []
+    return "\n".join(f"- {n}" for n in ([notes] if isinstance(notes, str) else notes))
