@@ -6,7 +6,8 @@ category and backbone (``book/results/CATEGORY_BACKBONE.ipynb``), the ablation n
 ``make ablations``), the cost notebook (``book/cost.ipynb``) and the experiments beyond the paper
 (``book/beyond/``, ``make beyond``). :func:`build_book` writes ``_toc.yml`` from the files present, replacing
 each missing part by a page that says which command produces it, writes the generated Markdown fragments the
-static pages include (``_generated/headline.md``, ``_generated/coverage.md``), and runs
+static pages include (``_generated/coverage.md``; the scope, headline and claims of :mod:`~padim_repro.study.claims`),
+and runs
 ``jupyter-book build --warningiserror``: a broken cross-reference (to a page, a section or a ``padim_repro``
 function) fails the build.
 
@@ -22,6 +23,7 @@ build into a temporary folder).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +34,9 @@ from typing import Any
 
 from ..data import MVTEC_CATEGORIES
 from ..storage import write_text
-from .report import DONE, coverage_table, group_means, load_status, runs_frame
+from .claims import write_claims
+from .html_check import table_problems
+from .report import DONE, coverage_table, load_status, runs_frame
 
 #: Display names of the backbones, for page titles.
 BACKBONE_TITLES = {"resnet18": "ResNet-18", "wide_resnet50_2": "Wide-ResNet-50-2"}
@@ -42,16 +46,12 @@ BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
 API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "storage",
              "study", "runs", "identity", "uncertainty", "reproduce", "download", "ablations", "beyond", "report",
-             "display", "plots", "book", "provenance", "cli")  # fmt: skip
+             "claims", "evidence", "verdicts", "cost", "display", "plots", "book", "html_check", "provenance",
+             "cli")  # fmt: skip
 
 TOC_FILE = "_toc.yml"
-HEADLINE_FILE = Path("_generated") / "headline.md"
 COVERAGE_FILE = Path("_generated") / "coverage.md"
 
-HEADLINE_PENDING = (
-    "_Results pending: no reproduction has been run yet, so there is no headline table. "
-    "`make reproduce` runs every category and backbone and rebuilds this book (see {doc}`rerun`)._\n"
-)
 COVERAGE_PENDING = (
     "_Coverage pending: no `make reproduce` has been run yet (there is no `results/status.json`), so nothing "
     "has been computed. See {doc}`rerun` for the commands._\n"
@@ -135,6 +135,7 @@ def toc_pages(book_dir: str | Path, results: str | Path) -> list[tuple[str, list
     beyond = [Page(f"beyond/{p.stem}", notebook_title(p) or p.stem.replace("_", " "))
               for p in _executed_notebooks(book_dir / "beyond")]  # fmt: skip
     return [
+        ("Report", [Page("claims", "Claims and verdicts")]),
         ("Method", [Page("method", "Method"), Page("protocol", "Protocol")]),
         ("Results", [results]),
         ("Ablations", ablations or [Page("ablations_pending", "Ablations (pending)")]),
@@ -246,43 +247,17 @@ def coverage_markdown(results: str | Path) -> str | None:
     return "\n".join(lines)
 
 
-HEADLINE_COLUMNS = ["backbone", "group", "n run", "over"] + [
-    f"{m} {w}" for m in ("image_auroc", "pixel_auroc", "pro") for w in ("ours", "paper")
-]
-
-
-def headline_markdown(results: str | Path) -> str | None:
-    """The headline table (means over the MVTec AD categories run, next to the paper's) as Markdown, in %.
-
-    Values the paper (as available offline) does not give are ``n/p``. None before any reproduction; a
-    placeholder line when no MVTec AD category was run.
-    """
-
-    if load_status(results) is None:
-        return None
-    means = group_means(runs_frame(results))
-    if means.empty or not (means["n run"] > 0).any():
-        return "_Results pending: no MVTec AD category has been run yet._\n"
-    table = means[means["n run"] > 0][HEADLINE_COLUMNS]
-    table = table.astype(object).where(table.notna(), None)  # tabulate writes missingval for None, not for NaN
-    return table.to_markdown(index=False, floatfmt=".1f", missingval="n/p") + "\n"
-
-
 def write_generated(results: str | Path, book_dir: str | Path) -> None:
-    """Write the fragments the static pages include.
-
-    The coverage is written from the status file whenever there is one. The headline table is normally written by
-    the results notebook (executed by ``make reproduce``); when it is missing it is computed here from the same
-    results, or replaced by a placeholder before any reproduction.
-    """
+    """Write the fragments the static pages include, from the results as they are now: the coverage (from the
+    status file, or a placeholder before any reproduction), and the scope, headline and claims
+    (:func:`padim_repro.study.claims.write_claims`)."""
     book_dir = Path(book_dir)
     coverage = coverage_markdown(results)
     if coverage is not None:
         write_text(book_dir / COVERAGE_FILE, coverage)
     elif not (book_dir / COVERAGE_FILE).is_file():
         write_text(book_dir / COVERAGE_FILE, COVERAGE_PENDING)
-    if not (book_dir / HEADLINE_FILE).is_file():
-        write_text(book_dir / HEADLINE_FILE, headline_markdown(results) or HEADLINE_PENDING)
+    write_claims(results, book_dir)
 
 
 # -- MathJax, offline ------------------------------------------------------------------------------------------
@@ -331,14 +306,40 @@ def _copy_mathjax(app: Any, exception: Exception | None) -> None:
         shutil.copyfile(licence, target / "LICENSE")
 
 
+#: Environment variable through which :func:`build_book` hands the provenance footer to the Sphinx extension.
+FOOTER_ENV = "PADIM_BOOK_FOOTER"
+
+
+def provenance_footer(results: str | Path) -> str:
+    """The footer every page carries: the commit and the CPU of the last ``make reproduce`` (escaped HTML); empty
+    before any reproduction."""
+    import html
+
+    status = load_status(results)
+    if status is None:
+        return ""
+    commit = status.get("git_commit") or "unknown commit"
+    cpu = status.get("machine", {}).get("cpu") or "unknown CPU"
+    return (f"<p>Results computed at commit <code>{html.escape(commit)}</code> on {html.escape(cpu)} "
+            f"({html.escape(str(status.get('machine', {}).get('cpu_count', '?')))} logical CPUs).</p>")
+
+
+def _provenance_footer(app: Any, config: Any) -> None:
+    footer = os.environ.get(FOOTER_ENV)
+    if footer:
+        config.html_theme_options = {**(config.html_theme_options or {}), "extra_footer": footer}
+
+
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx extension: serve MathJax from the book's ``_static/mathjax/`` when its package is installed.
 
     Sets ``mathjax_path`` to ``mathjax/tex-svg-full.js`` (unless ``_config.yml`` sets another path) and copies
     that file, with MathJax's licence, from the installed ``django-static-mathjax`` into the HTML output; without
-    the package the default CDN path is left as it is.
+    the package the default CDN path is left as it is. Also puts the provenance footer of :func:`build_book`
+    (commit and CPU of the results) on every page.
     """
     app.connect("config-inited", _use_local_mathjax)
+    app.connect("config-inited", _provenance_footer)
     app.connect("build-finished", _copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
@@ -349,7 +350,9 @@ def build_book(results: str | Path = "results", book_dir: str | Path = "book") -
 
     Runs ``jupyter-book build BOOK_DIR --warningiserror --keep-going --all``: nothing is executed (the config
     turns execution off), every page is re-read (so a stale page cannot hide a warning), and any warning, such as
-    a reference to a missing page, label or ``padim_repro`` object, makes the exit code non-zero. The HTML lands
+    a reference to a missing page, label or ``padim_repro`` object, makes the exit code non-zero, and so does a
+    table cell that shows NaN or scientific notation (:func:`padim_repro.study.html_check.table_problems`). The HTML
+    lands
     in ``BOOK_DIR/_build/html``, with MathJax in ``_static/mathjax/`` when :func:`mathjax_source` finds it (a
     note is printed otherwise, and the pages load MathJax from its CDN).
     """
@@ -363,7 +366,13 @@ def build_book(results: str | Path = "results", book_dir: str | Path = "book") -
         print(MATHJAX_NOTE, file=sys.stderr)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(book_dir), "--warningiserror", "--keep-going", "--all"]  # fmt: skip
-    code = subprocess.run(cmd, cwd=book_dir).returncode
+    env = {**os.environ, FOOTER_ENV: provenance_footer(results)}
+    code = subprocess.run(cmd, cwd=book_dir, env=env).returncode
+    html = book_dir / "_build" / "html"
+    problems = table_problems(html) if html.is_dir() else []
+    for problem in problems:
+        print(f"error: unreadable table cell: {problem}", file=sys.stderr)
+    code = code or (1 if problems else 0)
     if code == 0:
         print(f"book: {book_dir / '_build' / 'html' / 'index.html'}", file=sys.stderr)
     return code

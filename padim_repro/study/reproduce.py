@@ -22,6 +22,7 @@ from ..backbones import WeightsError, build_backbone
 from ..config import PadimConfig
 from ..data import MVTEC_CATEGORIES, DataError, list_categories
 from ..storage import write_json
+from .book import category_title
 from .download import DownloadError, download_mvtec, verify_counts
 from .notebooks import NotebookError, execute, from_repo, parameters_of
 from .provenance import provenance
@@ -95,7 +96,7 @@ def run_category_notebook(category: str, config: PadimConfig, data_root: str | P
     params = notebook_parameters(category, config, data_root, results, run)
     if not force and out.is_file() and parameters_of(out) == params:
         return run, out, False
-    return run, execute("category", out, params), True
+    return run, execute("category", out, params, title=category_title(category, config.backbone)), True
 
 
 def reproduce(
@@ -136,8 +137,7 @@ def reproduce(
     write_json(results / STATUS_FILE, {"data_root": str(data_root), "weights": weights, "book_dir": str(book_dir),
                                        "runs": [asdict(s) for s in statuses], **provenance()})  # fmt: skip
     execute("results", book_dir / "results" / "summary.ipynb",
-            {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables"),
-             "headline_md": from_repo(book_dir / "_generated" / "headline.md")})  # fmt: skip
+            {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables")})
     for s in statuses:
         if s.status == "failed":
             print(f"FAILED {s.category} {s.backbone}: {s.reason}", file=sys.stderr)

@@ -35,7 +35,7 @@ from ..model import Padim
 from ..storage import sha256_file, write_json, write_npz
 from .identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from .provenance import provenance
-from .uncertainty import bootstrap_intervals
+from .uncertainty import bootstrap_values, intervals_from_values
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -46,6 +46,9 @@ CODE = ("study/runs.py", "study/uncertainty.py")
 #: The bootstrap of every run's metrics (:func:`~padim_repro.study.uncertainty.bootstrap_intervals`): resamples,
 #: seed and coverage; part of a run's identity.
 BOOTSTRAP = {"n_resamples": 1000, "seed": 0, "level": 0.95}
+#: The resampled values of each metric (one array per metric name): small, committed with ``metrics.json``, what
+#: intervals of means over categories are computed from (:func:`~padim_repro.study.uncertainty.mean_interval`).
+BOOTSTRAP_FILE = "bootstrap.npz"
 
 
 def settings(config: PadimConfig, device_type: str) -> dict[str, Any]:
@@ -173,7 +176,9 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
     run.model = None  # the Gaussians are not needed to evaluate: free them first (peak memory)
     add_metrics(res)
     t0 = time.perf_counter()
-    intervals = bootstrap_intervals(res["maps"], res["masks"], res["scores"], res["labels"], **BOOTSTRAP)
+    boot = {k: v for k, v in BOOTSTRAP.items() if k != "level"}
+    estimate, resampled = bootstrap_values(res["maps"], res["masks"], res["scores"], res["labels"], **boot)
+    intervals = intervals_from_values(estimate, resampled, BOOTSTRAP["level"])
     res["timings"]["bootstrap_s"] = time.perf_counter() - t0
     labels, defect_types, test = res["labels"], res["defect_types"], run.test
     for metric, why in res["metrics"]["undefined"].items():
@@ -204,6 +209,7 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
                              defect_types=np.array(defect_types), image_paths=paths,
                              maps=res["maps"].astype(np.float16), masks=np.packbits(mask_arr, axis=-1),
                              mask_shape=np.array(mask_arr.shape)))  # fmt: skip
+    outputs.append(write_npz(out_dir / BOOTSTRAP_FILE, **resampled))
     outputs.append(write_json(out_dir / METRICS_FILE, record))
     write_manifest(out_dir, run.key, run.identity, outputs, git_commit=record["git_commit"],
                    data_files=run.data["files"])  # fmt: skip
@@ -229,7 +235,7 @@ def write_manifest(out_dir: Path, key: str, identity: dict[str, Any], outputs: l
 
 
 def is_complete(run_dir: str | Path, identity: dict[str, Any] | None = None,
-                required: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE)) -> bool:  # fmt: skip
+                required: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, BOOTSTRAP_FILE)) -> bool:  # fmt: skip
     """Whether ``run_dir`` holds finished outputs: its manifest is there, lists the ``required`` files, every output
     it lists still has its sha256, and (when given) they were computed from ``identity`` (same settings, data,
     weights and code)."""
@@ -254,6 +260,16 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
     out["masks"] = np.unpackbits(out["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
     out["maps"] = out["maps"].astype(np.float32)
     return out
+
+
+def load_bootstrap(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The bootstrap resamples of each metric (metric -> (B,) values, NaN where undefined) of a run; {} for a run
+    written without them."""
+    path = Path(run_dir) / BOOTSTRAP_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 @dataclass

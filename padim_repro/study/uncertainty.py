@@ -210,15 +210,46 @@ def bootstrap_intervals(maps: Any, masks: Any, scores: Any, labels: Any, n_resam
         where it is undefined), ``low`` / ``high`` the interval (None without a valid resample), ``n_resamples`` the
         resamples used and ``n_skipped`` those on which the metric was undefined (all of them where the estimate is).
     """
+    estimate, values = bootstrap_values(maps, masks, scores, labels, n_resamples, seed, fpr_limit, progress)
+    return intervals_from_values(estimate, values, level)
+
+
+def _check_level(level: float) -> float:
     if not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    estimate, values = bootstrap_values(maps, masks, scores, labels, n_resamples, seed, fpr_limit, progress)
-    alpha = (1.0 - float(level)) / 2.0
+    return float(level)
+
+
+def intervals_from_values(estimate: dict[str, float], values: dict[str, np.ndarray],
+                          level: float = 0.95) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Percentile intervals from :func:`bootstrap_values`' output: what :func:`bootstrap_intervals` returns."""
+    alpha = (1.0 - _check_level(level)) / 2.0
     out: dict[str, dict[str, Any]] = {}
-    for m in METRICS:
-        defined = bool(np.isfinite(estimate[m]))
-        ok = values[m][np.isfinite(values[m])] if defined else values[m][:0]
+    for m, est in estimate.items():
+        defined = bool(np.isfinite(est))
+        vals = np.asarray(values[m], dtype=np.float64)
+        ok = vals[np.isfinite(vals)] if defined else vals[:0]
         low, high = (float(q) for q in np.quantile(ok, [alpha, 1.0 - alpha])) if ok.size else (None, None)
-        out[m] = {"estimate": float(estimate[m]) if defined else None, "low": low, "high": high,
-                  "n_resamples": int(ok.size), "n_skipped": int(n_resamples) - int(ok.size)}  # fmt: skip
+        out[m] = {"estimate": float(est) if defined else None, "low": low, "high": high,
+                  "n_resamples": int(ok.size), "n_skipped": int(vals.size) - int(ok.size)}  # fmt: skip
     return out
+
+
+def mean_interval(estimates: Any, values: Any, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Interval of a mean over categories of one metric, from each category's bootstrap resamples.
+
+    ``estimates``: (C,) the metric on each category's test set; ``values``: (C, B) its B resampled values per
+    category (:func:`bootstrap_values`, NaN where undefined). The categories' test sets are disjoint and were
+    resampled independently, so a resample of the mean takes one resample of each category: resample ``b`` is the
+    mean over categories of their ``perm_c[b]``-th values, ``perm_c`` an independent permutation per category from
+    ``numpy.random.default_rng(seed)`` (pairing the b-th resamples directly would correlate categories drawn from
+    the same seed). Resamples where a category's value is undefined are skipped. Returns the same fields as
+    :func:`intervals_from_values`.
+    """
+    est = np.asarray(estimates, dtype=np.float64)
+    vals = np.asarray(values, dtype=np.float64)
+    if vals.ndim != 2 or vals.shape[0] != est.shape[0] or est.ndim != 1 or est.size == 0:
+        raise ValueError(f"values must be (C, B) for C = {est.size} estimates, got {vals.shape}")
+    rng = np.random.default_rng(seed)
+    paired = np.stack([v[rng.permutation(v.size)] for v in vals])
+    return intervals_from_values({"mean": float(est.mean())}, {"mean": paired.mean(axis=0)}, level)["mean"]

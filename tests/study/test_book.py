@@ -22,7 +22,6 @@ from padim_repro.study.book import (
     MATHJAX_PATH,
     build_book,
     category_title,
-    headline_markdown,
     mathjax_source,
     toc_yaml,
     write_generated,  # fmt: skip
@@ -32,13 +31,11 @@ from padim_repro.study.synthetic import make_synthetic_category
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_SRC = REPO_ROOT / "book"
 #: Outputs of runs and builds: a copy of the book gets only the hand-written sources.
-RUN_OUTPUTS = ("_build", "results", "ablations", "beyond", "cost*", "_generated", "_toc.yml", ".*.partial.ipynb")
-#: Hand-written pages whose names match RUN_OUTPUTS.
-SOURCES = ("cost_pending.md",)
+RUN_OUTPUTS = ("_build", "results", "ablations", "beyond", "cost.ipynb", "_generated", "_toc.yml", ".*.partial.ipynb")
 
 
 def _ignore_run_outputs(folder: str, names: list[str]) -> set[str]:
-    return shutil.ignore_patterns(*RUN_OUTPUTS)(folder, names) - set(SOURCES)
+    return shutil.ignore_patterns(*RUN_OUTPUTS)(folder, names)
 
 
 def copy_book_sources(dst: Path, short_api: bool = False) -> Path:
@@ -209,16 +206,26 @@ def test_coverage_and_headline_are_generated(synthetic_book: dict) -> None:
     assert "1 of 16 (category, backbone) pairs were computed: synthetic (resnet18)" in limitations
     assert "data absent from the data root" in limitations and "carpet" in limitations
     assert "Results pending" in _text(synthetic_book["book"], "intro")
+    # Every page carries the commit and CPU of the results it shows.
+    assert "Results computed at commit" in _html(synthetic_book["book"], "intro")
+    assert "Results computed at commit" in _html(synthetic_book["book"], "claims")
 
 
-def test_headline_written_when_missing(synthetic_book: dict, tmp_path: Path) -> None:
-    """A book folder without the results notebook's headline gets one computed from the results."""
+def test_generated_fragments_follow_the_results(synthetic_book: dict, tmp_path: Path) -> None:
+    """The scope, headline and claims are rewritten from the results on every build: a synthetic category is no
+    MVTec AD category, so there is no headline, and every claim says what it lacks."""
     results = synthetic_book["tmp"] / "results"
-    assert headline_markdown(results) == "_Results pending: no MVTec AD category has been run yet._\n"
-    assert headline_markdown(tmp_path / "none") is None
+    (tmp_path / "_generated").mkdir()
+    (tmp_path / "_generated" / "headline.md").write_text("stale\n")
     write_generated(results, tmp_path)
-    assert (tmp_path / "_generated" / "headline.md").read_text() == headline_markdown(results)
-    assert "1 of 16" in (tmp_path / "_generated" / "coverage.md").read_text()
+    generated = tmp_path / "_generated"
+    assert "no MVTec AD category has been run yet" in (generated / "headline.md").read_text()
+    assert "on **0 of the 15** MVTec AD categories" in (generated / "scope.md").read_text()
+    claims = (generated / "claims.md").read_text()
+    assert len(re.findall(r"^## C\d\. ", claims, re.M)) == 8 and "not testable here" in claims
+    assert "1 of 16" in (generated / "coverage.md").read_text()
+    write_generated(tmp_path / "none", tmp_path)
+    assert "no `make reproduce` has been run yet" in (generated / "scope.md").read_text()
 
 
 def test_book_before_any_run(tmp_path: Path) -> None:
@@ -232,15 +239,19 @@ def test_book_before_any_run(tmp_path: Path) -> None:
     assert not (book / "_build" / "html" / "results").exists()
 
 
-def test_broken_reference_fails_the_build(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    """A reference to a padim_repro function that does not exist is an error, not a silent plain-text fallback."""
+def test_broken_reference_or_unreadable_table_fails_the_build(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """A reference to a padim_repro function that does not exist is an error, not a silent plain-text fallback; so
+    is a rendered table cell showing NaN or scientific notation (one build checks both)."""
     book = copy_book_sources(tmp_path / "book", short_api=True)
     with open(book / "rerun.md", "a") as fh:
-        fh.write("\nSee {py:func}`padim_repro.scoring.no_such_function`.\n")
+        fh.write("\nSee {py:func}`padim_repro.scoring.no_such_function`.\n\n| a | b |\n|---|---|\n| nan | 8.0e-02 |\n")
     assert build_book(tmp_path / "no-results", book) != 0
     captured = capfd.readouterr()
-    warnings = [line for line in (captured.out + captured.err).splitlines() if "WARNING" in line]
+    lines = (captured.out + captured.err).splitlines()
+    warnings = [line for line in lines if "WARNING" in line]
     assert len(warnings) == 1 and "reference target not found: padim_repro.scoring.no_such_function" in warnings[0]
+    bad = [line for line in lines if line.startswith("error: unreadable table cell")]
+    assert len(bad) == 2 and "rerun" in bad[0] and any("8.0e-02" in line for line in bad)
 
 
 # -- browser ------------------------------------------------------------------------------------------------------

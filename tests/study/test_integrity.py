@@ -99,12 +99,16 @@ def test_a_run_is_complete_only_when_its_manifest_vouches_for_every_output(data:
     run_category(data, CAT, run.config, out, save_model=True, prepared=run)
     assert is_complete(out, run.identity)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert set(manifest["outputs"]) == {"metrics.json", "predictions.npz", "model.pt"}
+    assert set(manifest["outputs"]) == {"metrics.json", "predictions.npz", "bootstrap.npz", "model.pt"}
     assert len(manifest["data_files"]) == manifest["identity"]["data"]["n_files"] == 6 + 2 + 4 + 4  # masks too
     predictions = (out / "predictions.npz").read_bytes()
     (out / "predictions.npz").write_bytes(predictions[:-10])  # a newer, half-written file beside the old metrics
     assert not is_complete(out)
     (out / "predictions.npz").write_bytes(predictions)
+    assert is_complete(out)
+    (out / "bootstrap.npz").rename(out / "moved.npz")  # the intervals of means need it: no run without it
+    assert not is_complete(out)
+    (out / "moved.npz").rename(out / "bootstrap.npz")
     assert is_complete(out)
     (out / MANIFEST_FILE).unlink()  # as if killed before the last write
     assert not is_complete(out)
@@ -136,7 +140,6 @@ def test_reproduce_writes_only_under_results_and_book_dir(data: Path, tmp_path: 
     after = {p: p.stat().st_mtime_ns for w in watched for p in w.rglob("*")}
     assert after == before
     assert (tmp_path / "book" / "results" / "summary.ipynb").is_file()
-    assert (tmp_path / "book" / "_generated" / "headline.md").is_file()
     assert (tmp_path / "res" / "tables" / "per_category.csv").is_file()
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from padim_repro.metrics import evaluate
-from padim_repro.study.uncertainty import METRICS, bootstrap_intervals, bootstrap_values, stratified_weights
+from padim_repro.study.uncertainty import (
+    METRICS,
+    bootstrap_intervals,
+    bootstrap_values,
+    intervals_from_values,
+    mean_interval,
+    stratified_weights,
+)
 
 
 def _run(seed: int = 0, n_good: int = 4, n_defective: int = 6, size: int = 12, signal: float = 1.2):  # noqa: ANN202
@@ -105,3 +112,28 @@ def test_metrics_undefined_on_the_test_set_have_no_interval() -> None:
         bootstrap_intervals(maps, masks, scores, labels, n_resamples=0)
     with pytest.raises(ValueError):
         bootstrap_intervals(maps, masks, scores, labels, level=1.0)
+
+
+def test_mean_interval_reduces_to_the_category_interval_and_shifts_with_a_constant() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.9, 0.02, 500)
+    one = mean_interval([0.9], a[None, :], seed=5)
+    assert one == intervals_from_values({"m": 0.9}, {"m": a})["m"]  # permuting one category changes no quantile
+    # Averaged with a category whose resamples never move, the interval is the first one's, halved, shifted.
+    two = mean_interval([0.9, 0.5], np.stack([a, np.full(500, 0.5)]), seed=5)
+    assert two["estimate"] == pytest.approx(0.7)
+    assert two["low"] == pytest.approx((one["low"] + 0.5) / 2) and two["high"] == pytest.approx((one["high"] + 0.5) / 2)
+
+
+def test_mean_interval_narrows_with_independent_categories_and_skips_undefined() -> None:
+    rng = np.random.default_rng(4)
+    vals = rng.normal(0.8, 0.05, (4, 2000))
+    single = intervals_from_values({"m": 0.8}, {"m": vals[0]})["m"]
+    mean = mean_interval(np.full(4, 0.8), vals, seed=0)
+    # Independent noise: the mean's spread is about 1 / sqrt(4) of one category's.
+    ratio = (mean["high"] - mean["low"]) / (single["high"] - single["low"])
+    assert 0.4 < ratio < 0.6
+    vals[1, :10] = np.nan
+    assert mean_interval(np.full(4, 0.8), vals, seed=0)["n_skipped"] == 10
+    with pytest.raises(ValueError, match="values must be"):
+        mean_interval([0.8, 0.8], vals)
