@@ -38,11 +38,15 @@ test: setup
 
 # Speed and memory (figures printed and written to $(RESULTS)/bench/, never asserted), anomalib's PaDiM beside ours
 # in its own .venv-anomalib, then the book's Cost page.
+# BENCH_ROUNDS: paired predict rounds (fit: half as many); ANOMALIB_PAIRS: alternated anomalib / ours processes.
+BENCH_ROUNDS   ?= 5
+ANOMALIB_PAIRS ?= 2
 bench: setup
-	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --json $(RESULTS)/bench/core.json
+	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --rounds $(BENCH_ROUNDS) \
+	  --json $(RESULTS)/bench/core.json
 	$(PY) bench/bench_aupro.py
 	bash bench/setup_anomalib.sh
-	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) \
+	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --pairs $(ANOMALIB_PAIRS) \
 	  --json $(RESULTS)/bench/anomalib_vs_ours.json
 	$(PY) -m padim_repro cost --results $(RESULTS) --book-dir $(BOOK_DIR)
 

@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     bey.add_argument("--effnet-d", default="100,0", help="kept EfficientNet channels, comma-separated; 0: all")
     bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
-    bey.add_argument("--seeds", default="0,1,2,3,4", help="non-aligned dataset versions")
+    bey.add_argument("--seeds", default="0,1,2", help="non-aligned dataset versions")
     bey.add_argument("--book-dir", default="book")
     bey.add_argument("--device", default="auto")
     bey.add_argument("--force", action="store_true", help="recompute even if results exist")

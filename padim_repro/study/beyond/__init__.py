@@ -1,7 +1,7 @@
 """Experiments beyond the paper's main tables, each an executed notebook of the book (``make beyond``).
 
 1. ``nonaligned``: PaDiM on non-aligned MVTec AD (the paper's Table VI protocol,
-   :mod:`padim_repro.study.beyond.nonaligned`), five seeded versions of the data, against the aligned protocol.
+   :mod:`padim_repro.study.beyond.nonaligned`), three seeded versions of the data, against the aligned protocol.
 2. ``efficientnet``: PaDiM with an ImageNet EfficientNet backbone (the paper's best image-level model uses
    EfficientNet-B5, not available offline; here EfficientNet-Lite0, :mod:`padim_repro.backbones`) beside
    PaDiM-R18-Rd100.
