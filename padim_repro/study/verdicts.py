@@ -33,8 +33,11 @@ def difference_verdict(ours: float, paper: float, noise: float) -> tuple[str, st
     * both within ``noise`` of zero: reproduced (neither finds a difference);
     * ours within noise, the paper's beyond it: not reproduced (no difference found);
     * opposite signs, ours beyond noise: not reproduced (reversed);
-    * same sign, ours beyond noise: reproduced if ours is at least half the paper's, else partly (smaller effect).
+    * same sign, ours beyond noise: reproduced if ours is at least half the paper's, else partly (smaller effect);
+    * either not a number: not testable.
     """
+    if not (np.isfinite(ours) and np.isfinite(paper)):
+        return NOT_TESTABLE, "not computed"
     if abs(ours) < noise:
         if abs(paper) < noise:
             return REPRODUCED, f"no difference in either (|Δ| < {noise:.1f} pt)"

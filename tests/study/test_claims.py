@@ -19,6 +19,7 @@ from padim_repro.study import verdicts as V
     (1.2, 0.1, 0.5, V.PARTLY),            # a difference the paper does not show
     (-6.7, -19.0, 1.2, V.PARTLY),
     (-3.4, -5.3, 0.5, V.REPRODUCED),
+    (float("nan"), -5.3, 0.5, V.NOT_TESTABLE),  # an aligned value missing is no reversal
 ])  # fmt: skip
 def test_difference_verdict(ours: float, paper: float, noise: float, verdict: str) -> None:
     assert V.difference_verdict(ours, paper, noise)[0] == verdict
