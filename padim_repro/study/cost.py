@@ -137,7 +137,7 @@ def r18_cost_table(core: Mapping[str, Any]) -> Table:
         ("batch size", _count(r.get("batch_size")), None),
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=["quantity", "value", "target"])
-    df["target"] = [DASH if t is None else f"≤ {t:g}" for t in df.target]
+    df["target"] = [DASH if is_missing(t) else f"≤ {t:g}" for t in df.target]
     df.loc[df.quantity.str.contains("padim_repro run"), "target"] += " GiB"
     if not targets:
         df = df.drop(columns="target")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 #: Cell texts that are a missing value as Python, NumPy or pandas print it.
 MISSING = frozenset({"nan", "NaN", "None", "<NA>", "NaT"})
+#: NaN inside a longer cell text (``≤ nan``, ``98.1 (nan)``): a missing value formatted into a string.
+NAN_WORD = re.compile(r"(?<![A-Za-z])nan(?![A-Za-z])", re.IGNORECASE)
 #: A number in scientific notation (``8.0e-02``, ``1E5``), anywhere in a cell's text.
 SCIENTIFIC = re.compile(r"\b\d+(\.\d+)?[eE][+-]?\d+\b")
 
@@ -27,8 +29,9 @@ def _squeeze(text: str) -> str:
 
 
 def cell_problem(text: str) -> bool:
-    """Whether a table cell's text (whitespace collapsed) is a missing value or holds scientific notation."""
-    return text in MISSING or SCIENTIFIC.search(text) is not None
+    """Whether a table cell's text (whitespace collapsed) is a missing value, holds a NaN, or holds scientific
+    notation."""
+    return text in MISSING or NAN_WORD.search(text) is not None or SCIENTIFIC.search(text) is not None
 
 
 class _TableCells(HTMLParser):
@@ -81,11 +84,16 @@ def page_problems(html: str, page: str) -> list[str]:
     return [f"{page}: {' | '.join(row)}: {cell}" for row in table_rows(html) for cell in row if cell_problem(cell)]
 
 
+#: Pages Sphinx writes itself, whose tables are lists of names (``NAN_WORD`` in the general index), not results.
+SPHINX_PAGES = frozenset({"genindex.html", "py-modindex.html", "search.html"})
+
+
 def table_problems(html_dir: Path) -> list[str]:
     """Every problem cell of the tables of the ``*.html`` pages under ``html_dir`` (a built book's ``_build/html``),
-    as ``"PAGE: ROW TEXT: CELL"`` with PAGE relative to ``html_dir``; an empty list when every table is clean."""
+    as ``"PAGE: ROW TEXT: CELL"`` with PAGE relative to ``html_dir``; an empty list when every table is clean.
+    Sphinx's own index pages (:data:`SPHINX_PAGES`) are not looked at."""
     html_dir = Path(html_dir)
     problems: list[str] = []
-    for path in sorted(html_dir.rglob("*.html")):
+    for path in sorted(p for p in html_dir.rglob("*.html") if p.relative_to(html_dir).as_posix() not in SPHINX_PAGES):
         problems += page_problems(path.read_text(encoding="utf-8"), path.relative_to(html_dir).as_posix())
     return problems

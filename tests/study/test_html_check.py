@@ -33,7 +33,7 @@ def test_a_nan_cell_is_reported(tmp_path: Path) -> None:
     assert table_problems(book) == ["results/summary.html: carpet | NaN: NaN"]
 
 
-@pytest.mark.parametrize("text", ["nan", "NaN", "None", "&lt;NA&gt;", "NaT"])
+@pytest.mark.parametrize("text", ["nan", "NaN", "None", "&lt;NA&gt;", "NaT", "≤ nan", "98.1 (NaN)"])
 def test_every_missing_value_spelling_is_reported(tmp_path: Path, text: str) -> None:
     book = _book(tmp_path, {"p.html": _table(("a",), (text,))})
     assert len(table_problems(book)) == 1
@@ -42,6 +42,16 @@ def test_every_missing_value_spelling_is_reported(tmp_path: Path, text: str) -> 
 def test_scientific_notation_in_a_cell_is_reported(tmp_path: Path) -> None:
     book = _book(tmp_path, {"p.html": _table(("category", "delta"), ("bottle", "8.0e-02"), ("pill", "-3.3e+00"))})
     assert table_problems(book) == ["p.html: bottle | 8.0e-02: 8.0e-02", "p.html: pill | -3.3e+00: -3.3e+00"]
+
+
+def test_sphinx_index_pages_are_not_looked_at(tmp_path: Path) -> None:
+    book = _book(tmp_path, {"genindex.html": _table(("a",), ("NAN_WORD",)), "api/p.html": _table(("a",), ("nan",))})
+    assert table_problems(book) == ["api/p.html: nan: nan"]
+
+
+def test_words_containing_nan_are_not_reported(tmp_path: Path) -> None:
+    book = _book(tmp_path, {"p.html": _table(("a",), ("financial",), ("Nancy",), ("nano-scale",))})
+    assert table_problems(book) == []
 
 
 def test_a_clean_table_has_no_problem(tmp_path: Path) -> None:
@@ -61,4 +71,4 @@ def test_cells_of_nested_and_unclosed_markup() -> None:
     """Cell text is collected through inline tags and entities; an unclosed cell ends where the next one starts."""
     html = "<table><tr><th>a <b>b</b></th><td>1&nbsp;e<td>x</tr></table><p>2.0e-01</p>"
     assert table_rows(html) == [["a b", "1 e", "x"]]
-    assert cell_problem("1.5E3") and cell_problem("<NA>") and not cell_problem("NaN%") and not cell_problem("e-3")
+    assert cell_problem("1.5E3") and cell_problem("<NA>") and cell_problem("NaN%") and not cell_problem("e-3")
