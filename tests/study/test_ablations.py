@@ -322,3 +322,18 @@ def test_run_ablations_checks_inputs_first(synthetic_root: Path, tmp_path: Path)
     with pytest.raises(WeightsError):
         ab.run_ablations(synthetic_root, tmp_path, str(tmp_path / "missing.pth"), book_dir=tmp_path)
     assert not (tmp_path / "ablations").exists()
+
+
+@pytest.mark.parametrize("experiment", ["n_features", "pca", "sigma"])  # the notebooks with parameters of their own
+def test_notebook_defaults_are_the_experiment_defaults(experiment: str) -> None:
+    """A notebook's parameters are the experiment's defaults, so `make ablations` computes each row once: the pass
+    over every experiment and the notebook that reads the rows back share one key (a notebook d = 300 that the
+    defaults lacked once computed Table II twice)."""
+    nb = json.loads((Path(__file__).parents[2] / "notebooks" / f"ablation_{experiment}.ipynb").read_text())
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)
+    shared = set(values) & set(X.EXPERIMENT_DEFAULTS[experiment])
+    assert shared
+    for name in shared:
+        assert list(np.atleast_1d(values[name])) == list(np.atleast_1d(X.EXPERIMENT_DEFAULTS[experiment][name])), name
