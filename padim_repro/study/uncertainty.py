@@ -94,44 +94,65 @@ def _corners(pixels: SortedSamples) -> np.ndarray:
     return np.union1d(np.union1d(np.flatnonzero(run_end), before), [pixels.last.size - 1]).astype(np.int64)
 
 
+class _Curves:
+    """The pixel ROC, F1 and PRO sums of a block of resamples (``w``: (b, N) multiplicities), fed the per-image
+    count matrices of one chunk of thresholds after another (:meth:`add`, in threshold order)."""
+
+    def __init__(self, w: np.ndarray, per_image: list[np.ndarray], fpr_limit: float):
+        self.w, self.fpr_limit = w, fpr_limit
+        self.n_neg, self.n_pos, self.n_reg = (w @ c.astype(np.float64) for c in per_image)
+        b = w.shape[0]
+        self.fp0, self.tp0, self.fpr0, self.pro0 = (np.zeros((b, 1)) for _ in range(4))
+        self.area2, self.f1, self.pro_area = np.zeros(b), np.zeros(b), np.zeros(b)
+
+    def add(self, neg_c: np.ndarray, pos_c: np.ndarray, share_c: np.ndarray) -> None:
+        """Extend the curves over the next thresholds: trapezoids of the ROC (twice its area), F1's maximum, the
+        PRO area up to the FPR limit (its last segment cut there by linear interpolation)."""
+        w, lim = self.w, self.fpr_limit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fp, tp = np.hstack([self.fp0, w @ neg_c]), np.hstack([self.tp0, w @ pos_c])
+            self.area2 += np.einsum("ij,ij->i", np.diff(fp, axis=1), tp[:, 1:] + tp[:, :-1])
+            self.f1 = np.maximum(self.f1, np.max(2 * tp[:, 1:] / (tp[:, 1:] + fp[:, 1:] + self.n_pos[:, None]), axis=1))
+            x, y = fp / self.n_neg[:, None], np.hstack([self.pro0, (w @ share_c) / self.n_reg[:, None]])
+            x[:, :1] = self.fpr0
+            x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
+            xe = np.minimum(x1, lim)
+            ye = np.where(x1 > x0, y0 + (xe - x0) * (y1 - y0) / (x1 - x0), y1)
+            self.pro_area += np.sum(np.where(x0 < lim, (xe - x0) * (y0 + ye) / 2, 0.0), axis=1)
+        self.fp0, self.tp0, self.fpr0, self.pro0 = fp[:, -1:], tp[:, -1:], x[:, -1:], y[:, -1:]
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Pixel AUROC, F1-max and PRO of each resample (NaN where it has no defect or no defect-free pixel)."""
+        ok = (self.n_pos > 0) & (self.n_neg > 0)
+        nan = np.full(ok.shape, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {"pixel_auroc": np.where(ok, self.area2 / (2 * self.n_neg * self.n_pos), nan),
+                    "pixel_f1_max": np.where(ok, self.f1, nan),
+                    "pro": np.where(ok, self.pro_area / self.fpr_limit, nan)}
+
+
 def _pixel_metrics(pixels: SortedSamples, n_images: int, weights: np.ndarray, fpr_limit: float,
-                   chunk: int = 20_000) -> dict[str, np.ndarray]:  # fmt: skip
+                   budget: int = 1_000_000) -> dict[str, np.ndarray]:  # fmt: skip
     """Pixel AUROC, PRO and F1-max of every resample at once (``weights``: (B, N) multiplicities), from the corners
-    of the curves (:func:`_corners`), as matrix products of the multiplicities with the per-image counts, streamed
-    over chunks of thresholds; the resamples are split between the CPU cores (numpy's products and array operations
-    run outside the GIL)."""
+    of the curves (:func:`_corners`), as matrix products of the multiplicities with the per-image counts.
+
+    The resamples are split between the CPU cores (numpy's products run outside the GIL), and the thresholds into
+    chunks of ``budget`` / (resamples per core) corners, so that each of the (resamples x chunk) temporaries of
+    :meth:`_Curves.add` holds about ``budget`` floats (8 MB), and the count matrices of one chunk only are held
+    (3 x N x chunk floats): whole, bottle's matrices and temporaries took 2 GB."""
     counts = _ImageCounts(pixels, n_images)
     ends = pixels.last[_corners(pixels)]
     per_image = [np.bincount(pixels.groups[pixels.codes == 0], minlength=n_images),
                  np.bincount(pixels.groups[pixels.codes > 0], minlength=n_images),
                  np.bincount(pixels.region_groups[1:][pixels.region_sizes[1:] > 0], minlength=n_images)]
-    matrices = [counts.at(ends[s:s + chunk]) for s in range(0, ends.size, chunk)]
-
-    def part(w: np.ndarray) -> dict[str, np.ndarray]:
-        n_neg, n_pos, n_reg = (w @ c.astype(np.float64) for c in per_image)
-        b = w.shape[0]
-        fp0, tp0, fpr0, pro0 = (np.zeros((b, 1)) for _ in range(4))
-        area2, f1, pro_area = np.zeros(b), np.zeros(b), np.zeros(b)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for neg_c, pos_c, share_c in matrices:
-                fp, tp = np.hstack([fp0, w @ neg_c]), np.hstack([tp0, w @ pos_c])
-                area2 += np.einsum("ij,ij->i", np.diff(fp, axis=1), tp[:, 1:] + tp[:, :-1])
-                f1 = np.maximum(f1, np.max(2 * tp[:, 1:] / (tp[:, 1:] + fp[:, 1:] + n_pos[:, None]), axis=1))
-                x, y = fp / n_neg[:, None], np.hstack([pro0, (w @ share_c) / n_reg[:, None]])
-                x[:, :1] = fpr0
-                x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
-                xe = np.minimum(x1, fpr_limit)
-                ye = np.where(x1 > x0, y0 + (xe - x0) * (y1 - y0) / (x1 - x0), y1)
-                pro_area += np.sum(np.where(x0 < fpr_limit, (xe - x0) * (y0 + ye) / 2, 0.0), axis=1)
-                fp0, tp0, fpr0, pro0 = fp[:, -1:], tp[:, -1:], x[:, -1:], y[:, -1:]
-            ok = (n_pos > 0) & (n_neg > 0)
-            nan = np.full(b, np.nan)
-            return {"pixel_auroc": np.where(ok, area2 / (2 * n_neg * n_pos), nan),
-                    "pixel_f1_max": np.where(ok, f1, nan), "pro": np.where(ok, pro_area / fpr_limit, nan)}
-
-    parts = np.array_split(weights, max(1, min(os.cpu_count() or 1, weights.shape[0])))
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        results = list(pool.map(part, parts))
+    blocks = [_Curves(w, per_image, fpr_limit)
+              for w in np.array_split(weights, max(1, min(os.cpu_count() or 1, weights.shape[0])))]
+    chunk = max(1, budget // max(len(block.w) for block in blocks))
+    with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
+        for s in range(0, ends.size, chunk):
+            matrices = counts.at(ends[s:s + chunk])
+            list(pool.map(lambda block: block.add(*matrices), blocks))
+    results = [block.result() for block in blocks]
     return {m: np.concatenate([r[m] for r in results]) for m in results[0]}
 
 
