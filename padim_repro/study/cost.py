@@ -133,6 +133,8 @@ def r18_cost_table(core: Mapping[str, Any]) -> Table:
         ("peak RSS of the bench (GB)", _gb(r.get("peak_rss_mb")), None),
         ("peak RSS of python -m padim_repro run (GB)", _gb((core.get("run") or {}).get("peak_rss_mb")),
          targets.get("run_peak_rss_gib")),
+        ("peak RSS of python -m padim_repro --help: the imports alone (GB)",
+         _gb((core.get("run") or {}).get("imports_rss_mb")), None),
         ("threads", _count(r.get("threads")), None),
         ("batch size", _count(r.get("batch_size")), None),
     ]  # fmt: skip
