@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,31 @@ def test_mismatched_positions() -> None:
     acc = GaussianAccumulator(4, 6)
     with pytest.raises(ValueError, match="positions"):
         acc.update(torch.randn(3, 4, 2, 2))
+
+
+def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding() -> None:
+    """The float64 Cholesky with a float32 triangular inverse keeps an ill-conditioned precision (condition about
+    1e4, fewer images than channels, as WR50-Rd550 on MVTec AD) within 5e-7 relative of the float64 inverse."""
+    g = torch.Generator().manual_seed(0)
+    n, p, d = 60, 12, 150
+    x = torch.randn(p, n, d, generator=g, dtype=torch.float64) * torch.logspace(1, -3, d, dtype=torch.float64)
+    xc = x - x.mean(1, keepdim=True)
+    cov = xc.transpose(1, 2) @ xc / (n - 1)
+    # numpy's inverse: torch's batched float64 inv hangs in MKL (DLASWP errors) after torch.set_num_threads(2)
+    ref = torch.from_numpy(np.linalg.inv((cov + 0.01 * torch.eye(d, dtype=torch.float64)).numpy()))
+    eig = np.linalg.eigvalsh(ref.numpy())
+    assert float((eig[:, -1] / eig[:, 0]).min()) > 5e3
+    out = gaussian.fill_precisions(torch.empty(p, d, d), lambda sl: cov[sl].clone(), 0.01)
+    assert out.dtype == torch.float32
+    assert _rel_err(out, ref) < 5e-7
+
+
+def test_the_unset_co_moment_buffer_is_overwritten_by_the_first_block() -> None:
+    """The co-moment buffer starts unset (torch.empty): whatever it holds, NaN included, never reaches the result."""
+    x = _embeddings(20, 6, 2, 3)
+    acc = GaussianAccumulator(6, 6)
+    acc.s2.fill_(float("nan"))
+    acc.update(x[:7])
+    acc.update(x[7:])
+    mean, precision = acc.finalize(0.01)
+    assert _rel_err(precision, _reference(x, 0.01)[1]) < 1e-5
