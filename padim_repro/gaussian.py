@@ -21,7 +21,8 @@ How it is computed, and why:
   Cholesky factorisation in float64, then the triangular inverse in the precision's float32 (:func:`_precision_`).
   Batched LAPACK on small matrices runs on one core, so :func:`fill_precisions` hands chunks of positions to one
   worker thread per core, each with one torch thread, and writes each chunk's precision over the co-moment buffer:
-  the one (P, d, d) buffer becomes the precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a WR50-scale fit under 8 GB.
+  the one (P, d, d) buffer becomes the precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a
+  WR50-scale fit under 8 GB.
 """
 
 from __future__ import annotations
