@@ -29,7 +29,7 @@ from ..data import MVTEC_CATEGORIES
 from ..storage import write_text
 from . import reference
 from .beyond.nonaligned import PAPER_ALIGNED_MODEL, PAPER_NONALIGNED_MODEL
-from .cost import bench_cpu, figure
+from .cost import paper_cost_rows
 from .display import DASH, markdown_table, number, signed
 from .evidence import Evidence, headline_markdown, points_interval, reproduction_mean, scope_markdown
 from .report import DONE, METRIC_LABEL, METRICS, runs_frame
@@ -308,39 +308,24 @@ def claim_nonaligned(ev: Evidence) -> Claim:
 
 
 def claim_cost(ev: Evidence) -> Claim:
-    """Tables VII, VIII and the text: inference time, model memory, training time."""
-    cost = reference.paper_cost()
-
-    def paper_fig(model: str, quantity: str) -> pd.Series | None:
-        rows = cost[(cost.model == model) & (cost.quantity == quantity)]
-        return rows.iloc[0] if len(rows) else None
-
+    """Tables VII, VIII and the text: inference time, model memory, training time (the Cost page's rows,
+    :func:`~padim_repro.study.cost.paper_cost_rows`)."""
     paper = ("PaDiM is cheap: inference 0.23 s per image (R18-Rd100) and 0.95 s (WR50-Rd550) on an Intel i7-4710HQ "
              "laptop CPU (Table VII); model memory 0.17 GB and 3.8 GB (Table VIII); training about 150 s per class "
              "(WR50, Intel Xeon 6154) {cite:p}`defard2021padim`.")
     if ev.bench is None:
         return Claim("C8. The cost (Tables VII, VIII)", paper, PENDING.format(what="the benchmark", command="make "
                      "bench"), NOT_TESTABLE, "not measured")  # fmt: skip
-    cpu = bench_cpu(ev.bench) or "a CPU whose model was not recorded"
-    r18, wr = ev.bench.get("r18", {}), (ev.bench.get("wr50_fit") or [{}])[0]
-    items = [("R18-Rd100 inference per image (s)", paper_fig("PaDiM-R18-Rd100", "inference_time_per_image"),
-              figure(r18, "predict_per_image_s"), 3),
-             ("WR50-Rd550 inference per image (s)", paper_fig("PaDiM-WR50-Rd550", "inference_time_per_image"),
-              None, 3),
-             ("R18-Rd100 model memory (GB)", paper_fig("PaDiM-R18-Rd100", "model_memory_mvtec"),
-              r18["model_size_mb"] / 1024 if "model_size_mb" in r18 else None, 2),
-             ("WR50-Rd550 model memory (GB)", paper_fig("PaDiM-WR50-Rd550", "model_memory_mvtec"),
-              wr["model_size_mb"] / 1024 if "model_size_mb" in wr else None, 2),
-             (f"WR50-Rd550 training, {wr.get('n_images', '?')} images (s)",
-              paper_fig("PaDiM-WR50-Rd550", "training_time_per_category"), wr.get("fit_s"), 0)]  # fmt: skip
     rows, verdicts = [], []
-    for label, fig, ours, dec in items:
-        v = NOT_TESTABLE if ours is None or fig is None else (REPRODUCED if ours <= float(fig.value) * 1.1
-                                                              else NOT_REPRODUCED)  # fmt: skip
+    for r in paper_cost_rows(ev.bench).itertuples():
+        measured = not (pd.isna(r.ours) or pd.isna(r.paper))
+        v = NOT_TESTABLE if not measured else (REPRODUCED if r.ours <= r.paper * 1.1 else NOT_REPRODUCED)
         verdicts.append(v)
-        rows.append({"quantity": label, "paper": f"{float(fig.value):g} ({fig.source})" if fig is not None else DASH,
-                     "paper's hardware": str(fig.conditions) if fig is not None else DASH,
-                     "ours": number(ours, dec), "our hardware": cpu, "verdict": v})  # fmt: skip
+        rows.append({"quantity": r.quantity,
+                     "paper": DASH if pd.isna(r.paper) else f"{r.paper:g} ({r.paper_source})",
+                     "paper's hardware": DASH if pd.isna(r.paper_on) else r.paper_on,
+                     "ours": DASH if pd.isna(r.ours) else number(r.ours, int(r.decimals)),
+                     "our hardware": DASH if pd.isna(r.ours_on) else r.ours_on, "verdict": v})  # fmt: skip
     evidence = (markdown_table(pd.DataFrame(rows)) + "\n— : not measured here (no WR50 inference on real weights). "
                 "Reproduced: ours at most the paper's figure (+10 %); the CPUs differ, so only the order of magnitude "
                 f"is comparable. Details: {ev.link('cost', 'the Cost page')}.")

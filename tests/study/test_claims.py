@@ -93,3 +93,18 @@ def test_headline_and_claims_from_results(tmp_path) -> None:
     items = C.claims(res, tmp_path / "book")
     assert [c.verdict for c in items][:2] == [V.PARTLY, V.NOT_TESTABLE]  # bottle's pixel AUROC is the paper's
     assert all(c.verdict == V.NOT_TESTABLE for c in items[2:])  # no ablation, experiment or benchmark yet
+
+
+def test_cost_claim_judges_the_cost_page_rows() -> None:
+    """C8 reads the Cost page's rows (one source of its numbers, in the page's units) and judges each."""
+    from types import SimpleNamespace
+
+    from test_display import _core
+
+    claim = C.claim_cost(SimpleNamespace(bench=_core(), link=lambda doc, text: text))
+    lines = {line.split("|")[1].strip(): line for line in claim.evidence.splitlines() if line.startswith("| ")}
+    assert "| 11 |" in lines["inference per image, R18-Rd100 (ms)"]
+    assert lines["inference per image, R18-Rd100 (ms)"].rstrip(" |").endswith(V.REPRODUCED)
+    wr50 = lines["training per category, WR50-Rd550 (400 images, s)"]  # 382 s against the paper's 150
+    assert "| 382 |" in wr50 and wr50.rstrip(" |").endswith(V.NOT_REPRODUCED)
+    assert lines["inference per image, WR50-Rd550 (ms)"].rstrip(" |").endswith(V.NOT_TESTABLE)
