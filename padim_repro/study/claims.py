@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,8 +140,13 @@ def claim_wr50(ev: Evidence) -> Claim:
                  "weights would test nothing the paper claims")
 
 
-def _difference_claim(ev: Evidence, title: str, paper_text: str, pairs: Sequence[tuple[str, dict, dict, str]],
-                      link: str, discussion: Callable[[], str] = lambda: "") -> Claim:  # fmt: skip
+#: One variant of an ablation: (experiment, column selector), e.g. ``("layers", {"method": "all"})``.
+Variant = tuple[str, dict[str, Any]]
+
+
+def _difference_claim(ev: Evidence, title: str, paper_text: str,
+                      pairs: Sequence[tuple[str, Variant, Variant, tuple[str, str]]], link: str,
+                      discussion: Callable[[], str] = lambda: "") -> Claim:  # fmt: skip
     """A claim that one variant beats another: per (label, ours A selector, ours B selector, paper model pair key)
     the difference A - B in points, ours against the paper's, each metric judged by :func:`difference_verdict`."""
     rows, verdicts = [], []
