@@ -18,7 +18,7 @@ How it is computed, and why:
   buffer at a time, whatever the caller's batch size, so the float32 sums, hence the results, depend only on the
   images and their order; the buffer is the only temporary of the update (20 MB for R18 at 224 px).
 * **Precision by Cholesky, on every core.** :func:`fill_precisions` inverts :math:`\Sigma + \epsilon I` by
-  Cholesky factorisation in float64, then the triangular inverse in the precision's float32 (:func:`_precision_`).
+  Cholesky factorisation in float64, then the triangular inverse in the precision's float32 (``_precision_``).
   Batched LAPACK on small matrices runs on one core, so :func:`fill_precisions` hands chunks of positions to one
   worker thread per core, each with one torch thread, and writes each chunk's precision over the co-moment buffer:
   the one (P, d, d) buffer becomes the precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a

@@ -1,10 +1,11 @@
 """Tables for the notebooks and the book: one run's metrics, and all runs against the paper and reproductions.
 
 Every measured number comes from a run's ``metrics.json``; every published number
-from :mod:`~padim_repro.study.reference`. Group means (textures / objects / all) are computed only over the
-categories actually run, and say which.
+from :mod:`~padim_repro.study.reference`. Means over categories are the headline's
+(:func:`~padim_repro.study.evidence.headline_markdown`): over exactly the categories run, beside the same categories'
+published values.
 
-Two kinds of functions: the data (:func:`runs_frame`, :func:`comparison_table`, :func:`group_means`,
+Two kinds of functions: the data (:func:`runs_frame`, :func:`comparison_table`,
 :func:`coverage_table`: raw numbers, metrics as fractions or %, NaN where missing; what the CSV files keep) and
 their display (the ``*_display`` functions, :func:`metrics_table`, :func:`thresholded_table`,
 :func:`provenance_table`: :class:`~padim_repro.study.display.Table` objects formatted by
@@ -287,57 +288,6 @@ def thresholded_display(runs: pd.DataFrame, backbone: str) -> Table | None:
     styler = table(pd.DataFrame(cols), caption="Thresholded metrics, beyond the paper (%)")
     reasons = {"ours": OLD_RUN + " (or the metric is undefined on its test set)", level: INTERVAL_MISSING}
     return noted(styler, dash_note(styler, reasons), THRESHOLDED_NOTE, NO_INTERVAL["pixel_ap"] + ".")
-
-
-def group_means(runs: pd.DataFrame) -> pd.DataFrame:
-    """Means of our metrics (in %) over the categories run, per backbone and group, next to the paper's means.
-
-    The paper's textures / objects / all means are over all 5 / 10 / 15 categories; ours only over those run,
-    listed in ``over``, so the two are comparable only when ``over`` is complete.
-    """
-    paper = reference.paper()
-    groups = {"textures": TEXTURES, "objects": OBJECTS, "all": TEXTURES + OBJECTS}
-    rows = []
-    for backbone in runs.backbone.unique():
-        done = runs[(runs.backbone == backbone) & runs.status.isin(list(DONE))]
-        model = reference.PAPER_MODEL.get(backbone, backbone)
-        for group, members in groups.items():
-            sub = done[done.category.isin(members)]
-            row: dict[str, Any] = {"backbone": backbone, "group": group, "n run": len(sub),
-                                   "n in paper": len(members), "over": ", ".join(sub.category) or "none"}  # fmt: skip
-            for metric in METRICS:
-                row[f"{metric} ours"] = 100 * sub[metric].mean() if len(sub) else np.nan
-                cell = reference.paper_value(paper, model, group, metric)
-                row[f"{metric} paper"] = cell[0] if cell else np.nan
-                row[f"{metric} paper source"] = cell[1] if cell else ""
-            rows.append(row)
-    return pd.DataFrame(rows).round(2)
-
-
-def group_means_display(means: pd.DataFrame) -> Table | None:
-    """:func:`group_means` for the groups with at least one category run: per metric ours, the paper's (source
-    mark) and Δ, in %; which categories each mean is over is said under the table. None when nothing was run."""
-    shown = means[means["n run"] > 0] if len(means) else means
-    if shown.empty:
-        return None
-    cols: dict[tuple[str, str], Any] = {
-        ("backbone", ""): list(shown.backbone), ("group", ""): list(shown.group),
-        ("categories run", ""): [f"{a} of {b}" for a, b in zip(shown["n run"], shown["n in paper"])]}  # fmt: skip
-    for m in METRICS:
-        cols[(METRIC_LABEL[m], "ours")] = shown[f"{m} ours"].map(number).tolist()
-        cols[(METRIC_LABEL[m], "paper")] = [sourced(v, src)
-                                            for v, src in zip(shown[f"{m} paper"], shown[f"{m} paper source"])]
-        cols[(METRIC_LABEL[m], "Δ paper")] = (shown[f"{m} ours"] - shown[f"{m} paper"]).map(signed).tolist()
-    over = [f"{b}, {g}: {o}" for b, g, o, n, total in zip(shown.backbone, shown.group, shown.over, shown["n run"],
-                                                         shown["n in paper"]) if n < total]  # fmt: skip
-    styler = table(pd.DataFrame(cols))
-    notes = [dash_note(styler, {"ours": "the metric is undefined on every category run",
-                                "paper": "the paper (as available offline) gives no mean for this group and model",
-                                "Δ paper": "no paper value to compare with"}),
-             "Ours: the mean over the categories run; the paper's: over all 5 texture / 10 object / 15 categories, so "
-             "the two are directly comparable only where every category was run." if over else None,
-             ("Categories run: " + "; ".join(over) + ".") if over else None, DELTA_NOTE, SOURCE_NOTE]  # fmt: skip
-    return noted(styler, *notes)
 
 
 def coverage_table(runs: pd.DataFrame) -> pd.DataFrame:

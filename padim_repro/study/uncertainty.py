@@ -138,7 +138,7 @@ def _pixel_metrics(pixels: SortedSamples, n_images: int, weights: np.ndarray, fp
 
     The resamples are split between the CPU cores (numpy's products run outside the GIL), and the thresholds into
     chunks of ``budget`` / (resamples per core) corners, so that each of the (resamples x chunk) temporaries of
-    :meth:`_Curves.add` holds about ``budget`` floats (8 MB), and the count matrices of one chunk only are held
+    ``_Curves.add`` holds about ``budget`` floats (8 MB), and the count matrices of one chunk only are held
     (3 x N x chunk floats): whole, bottle's matrices and temporaries took 2 GB."""
     counts = _ImageCounts(pixels, n_images)
     ends = pixels.last[_corners(pixels)]
