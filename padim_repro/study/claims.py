@@ -30,7 +30,7 @@ from ..data import MVTEC_CATEGORIES
 from ..storage import write_text
 from . import reference
 from .beyond.nonaligned import PAPER_ALIGNED_MODEL, PAPER_NONALIGNED_MODEL
-from .cost import paper_cost_rows
+from .cost import paper_cost_rows, paper_cost_shown
 from .display import DASH, markdown_table, number, signed
 from .evidence import Evidence, headline_markdown, points_interval, reproduction_mean, scope_markdown
 from .report import DONE, METRIC_LABEL, METRICS, runs_frame
@@ -322,17 +322,12 @@ def claim_cost(ev: Evidence) -> Claim:
     if ev.bench is None:
         return Claim("C8. The cost (Tables VII, VIII)", paper, PENDING.format(what="the benchmark", command="make "
                      "bench"), NOT_TESTABLE, "not measured")  # fmt: skip
-    rows, verdicts = [], []
-    for r in paper_cost_rows(ev.bench).itertuples():
-        measured = not (pd.isna(r.ours) or pd.isna(r.paper))
-        v = NOT_TESTABLE if not measured else (REPRODUCED if r.ours <= r.paper * 1.1 else NOT_REPRODUCED)
-        verdicts.append(v)
-        rows.append({"quantity": r.quantity,
-                     "paper": DASH if pd.isna(r.paper) else f"{r.paper:g} ({r.paper_source})",
-                     "paper's hardware": DASH if pd.isna(r.paper_on) else r.paper_on,
-                     "ours": DASH if pd.isna(r.ours) else number(r.ours, int(r.decimals)),
-                     "our hardware": DASH if pd.isna(r.ours_on) else r.ours_on, "verdict": v})  # fmt: skip
-    evidence = (markdown_table(pd.DataFrame(rows)) + "\n— : not measured here (no WR50 inference on real weights). "
+    rows = paper_cost_rows(ev.bench)
+    verdicts = [NOT_TESTABLE if pd.isna(ours) or pd.isna(fig) else (REPRODUCED if ours <= fig * 1.1 else NOT_REPRODUCED)
+                for ours, fig in zip(rows.ours, rows.paper)]  # fmt: skip
+    shown = paper_cost_shown(rows).rename(columns={"paper: measured on": "paper's hardware",
+                                                   "ours: measured on": "our hardware"}).assign(verdict=verdicts)
+    evidence = (markdown_table(shown) + "\n— : not measured here (no WR50 inference on real weights). "
                 "Reproduced: ours at most the paper's figure (+10 %); the CPUs differ, so only the order of magnitude "
                 f"is comparable. Details: {ev.link('cost', 'the Cost page')}.")
     return Claim("C8. The cost (Tables VII, VIII)", paper, evidence, combine(verdicts, complete_scope=False),

@@ -106,20 +106,29 @@ def paper_cost_rows(core: Mapping[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def paper_cost_table(core: Mapping[str, Any] | None) -> Table:
-    """The paper's Tables VII and VIII (and its training time) beside ours, side by side (:func:`paper_cost_rows`):
-    quantity | paper (value, hardware) | ours (value, hardware), both CPUs named."""
-    rows, core = paper_cost_rows(core), core or {}
-    r18 = core.get("r18") or {}
-    fits = [w for w in core.get("wr50_fit") or [] if w.get("fit_s") is not None]
-    shown = pd.DataFrame({
+def paper_cost_shown(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`paper_cost_rows` as text: quantity | paper (value with its source mark) | paper: measured on | ours |
+    ours: measured on, "—" where a figure is missing."""
+    def text(values: pd.Series) -> list[str]:
+        return [DASH if is_missing(v) else v for v in values]
+
+    return pd.DataFrame({
         "quantity": rows.quantity,
         "paper": [DASH if is_missing(v) else f"{_as_published(v)} ({src})" for v, src in zip(rows.paper,
                                                                                             rows.paper_source)],
-        "paper: measured on": [DASH if is_missing(on) else on for on in rows.paper_on],
+        "paper: measured on": text(rows.paper_on),
         "ours": [DASH if is_missing(v) else number(v, int(dec)) for v, dec in zip(rows.ours, rows.decimals)],
-        "ours: measured on": [DASH if is_missing(on) else on for on in rows.ours_on],
+        "ours: measured on": text(rows.ours_on),
     })  # fmt: skip
+
+
+def paper_cost_table(core: Mapping[str, Any] | None) -> Table:
+    """The paper's Tables VII and VIII (and its training time) beside ours, side by side (:func:`paper_cost_rows`):
+    quantity | paper (value, hardware) | ours (value, hardware), both CPUs named."""
+    core = core or {}
+    r18 = core.get("r18") or {}
+    fits = [w for w in core.get("wr50_fit") or [] if w.get("fit_s") is not None]
+    shown = paper_cost_shown(paper_cost_rows(core))
     styler = table(shown)
     missing = NOT_MEASURED if core else "no bench figures yet: run make bench"
     reasons = {"paper": "the paper gives no figure for it", "ours": missing,
