@@ -13,12 +13,12 @@ How it is computed, and why:
   memory flat in N, and the speed of a float32 GEMM. The shift :math:`c` is the mean of the first batch at each
   position, so the shifted values are centred and float32 accumulation keeps its accuracy (no large-mean
   cancellation); at the end :math:`\Sigma = (S_2 - N m m^T) / (N - 1)`, with :math:`m` the mean of the shifted
-  values, in float64.
+  values.
 * **Batch-size independent.** Embeddings are copied into one buffer of :func:`block_size` images and added a full
   buffer at a time, whatever the caller's batch size, so the float32 sums, hence the results, depend only on the
   images and their order; the buffer is the only temporary of the update (20 MB for R18 at 224 px).
 * **Precision by Cholesky, on every core.** :func:`fill_precisions` inverts :math:`\Sigma + \epsilon I` by
-  Cholesky factorisation in float64, then the triangular inverse in the precision's float32 (``_precision_``).
+  Cholesky factorisation and triangular inverse in the precision's float32 (``_precision_``).
   Batched LAPACK on small matrices runs on one core, so :func:`fill_precisions` hands chunks of positions to one
   worker thread per core, each with one torch thread, and writes each chunk's precision over the co-moment buffer:
   the one (P, d, d) buffer becomes the precision in place (3.5 GiB for WR50-Rd550 at 224 px), which keeps a
@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 import torch
 
-#: Bytes of float64 work space per chunk of positions (bounds the transient memory of covariance and precision).
+#: Work space per chunk of positions, in bytes at 8 per value (bounds the transient memory of covariance and precision).
 _CHUNK_BYTES = 8 * 2**20
 #: Images added to the co-moment at a time when it fits in a large CPU cache (R18: 125 MB), and when it does not (all
 #: 448 channels: 2.5 GB): each block reads and writes the whole co-moment once, so a large one needs large blocks to
@@ -67,23 +67,24 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _precision_(cov: torch.Tensor, epsilon: float, dtype: torch.dtype | None = None) -> torch.Tensor:
-    r""":math:`(\Sigma + \epsilon I)^{-1}` of a stack of covariances (..., d, d), in ``dtype`` (default: cov's),
-    adding :math:`\epsilon I` to ``cov`` itself (a temporary the caller owns).
+    r""":math:`(\Sigma + \epsilon I)^{-1}` of a stack of covariances (..., d, d), computed in ``dtype`` (default:
+    cov's), adding :math:`\epsilon I` to ``cov`` itself when it is already of that dtype (a temporary the caller owns).
 
-    The Cholesky factor :math:`L` is computed in cov's dtype (float64 from :func:`fill_precisions`); the inverse
-    :math:`L^{-T} L^{-1}` (LAPACK potri: two thirds of the work) from :math:`L` rounded to ``dtype``. Its rounding
-    error grows with :math:`\mathrm{cond}(L) = \mathrm{cond}(\Sigma + \epsilon I)^{1/2}`, so float32 there stays
-    within 2e-7 relative (Frobenius, per position) of the float64 inverse: 1.3e-7 on bottle's R18-Rd100 embeddings,
-    1.2e-7 on a synthetic 550-channel covariance of condition 1.6e4, where a float32 factor as well gives 2e-6; it
-    takes 0.7x the time of an all-float64 inverse (d = 550: 5.6 against 8.0 ms per position on one core).
+    Cholesky factor :math:`L` (LAPACK potrf), then :math:`L^{-T} L^{-1}` (potri), both in ``dtype``. The rounding
+    error grows with :math:`\mathrm{cond}(\Sigma + \epsilon I)`, so ``tests/test_gaussian.py`` holds float32 on a
+    synthetic covariance of condition 1e4 (fewer images than channels, as WR50-Rd550) within 5e-6 relative
+    (Frobenius, per position) of the float64 inverse, and ``make bench`` reports the error on real embeddings against
+    a float64 two-pass reference. A float64 factor cuts that error (15x on the synthetic case, 1.3x on bottle's
+    R18-Rd100 embeddings) and makes :meth:`GaussianAccumulator.finalize` of a WR50-Rd550 fit about 1.4x slower.
     """
+    cov = cov if dtype is None else cov.to(dtype)
     cov.diagonal(dim1=-2, dim2=-1).add_(epsilon)
     chol, info = torch.linalg.cholesky_ex(cov)
     if int(info.max()) > 0:
         if not bool(torch.isfinite(cov).all()):
             raise ValueError("a covariance is not finite: the embeddings hold NaN or inf (check the backbone weights)")
         raise ValueError("a covariance is not positive definite; use epsilon > 0")
-    return torch.cholesky_inverse(chol if dtype is None else chol.to(dtype))
+    return torch.cholesky_inverse(chol)
 
 
 def over_positions(fn: Callable[[slice], None], n_positions: int, dim: int, device: torch.device | str = "cpu",
@@ -112,9 +113,9 @@ def fill_precisions(out: torch.Tensor, covariance: Callable[[slice], torch.Tenso
     r"""Eq. 1 turned into what Eq. 2 needs: ``out[sl]`` :math:`= (\mathrm{covariance}(sl) + \epsilon I)^{-1}` for
     every chunk ``sl``.
 
-    ``out`` is (P, k, k); ``covariance(sl)`` returns the float64 covariances of the positions ``sl`` (a chunk of the
-    accumulator's, a sub-block of it, or a projection :math:`W^T \Sigma W`) as a new tensor, which is regularised in
-    place.
+    ``out`` is (P, k, k); ``covariance(sl)`` returns the covariances of the positions ``sl`` (a chunk of the
+    accumulator's, a sub-block of it, or a projection :math:`W^T \Sigma W`, in any float dtype) as a new tensor, which
+    is rounded to ``out``'s dtype and regularised in place.
     ``covariance`` may read ``out[sl]`` itself (it is called before ``out[sl]`` is written), so a buffer can become its
     own precision. Chunks run in parallel (:func:`over_positions`).
     """
@@ -192,9 +193,13 @@ class GaussianAccumulator:
         return self.shift.to(torch.float64) + self.s1 / self._n
 
     def _covariance(self, sl: slice) -> torch.Tensor:
-        """The unbiased covariance (p, d, d) float64 of the positions ``sl`` (Eq. 1 without epsilon I)."""
-        m = self.s1[sl] / self._n
-        cov = self.s2[sl].to(torch.float64)  # a new tensor, so the in-place steps below leave s2 alone
+        """The unbiased covariance (p, d, d) float32 of the positions ``sl`` (Eq. 1 without epsilon I).
+
+        In float32 like the co-moment: the shift centres the values, so :math:`N m m^T` is small against
+        :math:`S_2` and the subtraction cancels nothing.
+        """
+        m = (self.s1[sl] / self._n).to(torch.float32)
+        cov = self.s2[sl].clone()  # a new tensor, so the in-place steps below leave s2 alone
         return cov.baddbmm_(m[:, :, None], m[:, None, :], alpha=-self._n).div_(self._n - 1)
 
     def covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +211,7 @@ class GaussianAccumulator:
         """
         mean = self.mean()
         for sl in position_slices(self.n_positions, self.dim):
-            self.s2[sl] = self._covariance(sl).to(torch.float32)
+            self.s2[sl] = self._covariance(sl)
         cov, self.s2 = self.s2, None
         return mean, cov
 

@@ -119,8 +119,9 @@ def test_mismatched_positions() -> None:
 
 
 def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding() -> None:
-    """The float64 Cholesky with a float32 triangular inverse keeps an ill-conditioned precision (condition about
-    1e4, fewer images than channels, as WR50-Rd550 on MVTec AD) within 5e-7 relative of the float64 inverse."""
+    """The float32 Cholesky and inverse keep an ill-conditioned precision (condition about 1e4, fewer images than
+    channels, as WR50-Rd550 on MVTec AD) within 5e-6 relative of the float64 inverse (the target is 1e-5; this case
+    measures 1.5e-6, against 1.0e-7 for a float64 factor)."""
     g = torch.Generator().manual_seed(0)
     n, p, d = 60, 12, 150
     x = torch.randn(p, n, d, generator=g, dtype=torch.float64) * torch.logspace(1, -3, d, dtype=torch.float64)
@@ -132,7 +133,7 @@ def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding() ->
     assert float((eig[:, -1] / eig[:, 0]).min()) > 5e3
     out = gaussian.fill_precisions(torch.empty(p, d, d), lambda sl: cov[sl].clone(), 0.01)
     assert out.dtype == torch.float32
-    assert _rel_err(out, ref) < 5e-7
+    assert _rel_err(out, ref) < 5e-6
 
 
 def test_the_unset_co_moment_buffer_is_overwritten_by_the_first_block() -> None:

@@ -105,13 +105,13 @@ def variant_distances(
             k, mean, emb = c, g.mean, x
 
             def block(sl: slice) -> torch.Tensor:
-                return g.cov[sl].to(torch.float64)
+                return g.cov[sl].clone()
         else:
             li = local.to(device)
             k, mean, emb = li.numel(), g.mean[:, li], x.index_select(1, li)
 
             def block(sl: slice) -> torch.Tensor:
-                return g.cov[sl][:, li[:, None], li[None, :]].to(torch.float64)
+                return g.cov[sl][:, li[:, None], li[None, :]]
 
     precision = torch.empty(p, k, k, dtype=torch.float32, device=device)
     fill_precisions(precision, block, epsilon, workers=workers)
