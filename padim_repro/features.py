@@ -38,6 +38,22 @@ def nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
     return (torch.arange(size_out, dtype=torch.float32) * scale).floor().long().clamp_(max=size_in - 1)
 
 
+def upsample_nearest_into(out: torch.Tensor, part: torch.Tensor) -> None:
+    """Write into ``out`` (B, h, w, c) the nearest-neighbour upsampling of ``part`` (B, h_l, w_l, c), channels last.
+
+    For integer factors (the 2x and 4x of layer2 and layer3 at 224 px) each source value fills a k x k block, so one
+    copy from an expanded view writes ``out`` with no temporary; otherwise rows and columns are gathered
+    (:func:`nearest_indices`). Both equal ``F.interpolate(mode="nearest")``.
+    """
+    (b, h, w, c), (hl, wl) = out.shape, part.shape[1:3]
+    if h % hl == 0 and w % wl == 0:
+        kh, kw = h // hl, w // wl
+        out.view(b, hl, kh, wl, kw, c).copy_(part[:, :, None, :, None, :].expand(b, hl, kh, wl, kw, c))
+    else:
+        rows, cols = nearest_indices(hl, h).to(part.device), nearest_indices(wl, w).to(part.device)
+        out.copy_(part.index_select(1, rows).index_select(2, cols))
+
+
 class FeatureExtractor(nn.Module):
     """Backbone + patch embedding: images (B, 3, H, W) -> embeddings (B, d, h, w) on the first layer's grid.
 
@@ -70,11 +86,7 @@ class FeatureExtractor(nn.Module):
         for f, idx in zip(feats, self._per_layer):
             if idx.numel() == 0:
                 continue
-            part = f.permute(0, 2, 3, 1).index_select(3, idx.to(f.device))  # (B, h_l, w_l, d_l)
-            if part.shape[1:3] != (h, w):  # nearest-neighbour upsampling to the first layer's grid
-                rows = nearest_indices(part.shape[1], h).to(f.device)
-                cols = nearest_indices(part.shape[2], w).to(f.device)
-                part = part.index_select(1, rows).index_select(2, cols)
-            out[..., start:start + idx.numel()] = part
+            part = f.permute(0, 2, 3, 1)[..., idx.to(f.device)]  # (B, h_l, w_l, d_l)
+            upsample_nearest_into(out[..., start:start + idx.numel()], part)
             start += idx.numel()
         return out.permute(0, 3, 1, 2)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import R18_LAYERS, partial_state, save_state
 
 from padim_repro.config import PadimConfig
-from padim_repro.features import FeatureExtractor, select_channels
+from padim_repro.features import FeatureExtractor, select_channels, upsample_nearest_into
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
@@ -84,6 +84,29 @@ def test_extractor_equals_brute_force(
     got = ex(images)
     expected = _reference_embedding(resnet18_state, images, select_channels(448, d, seed))
     assert got.shape == (2, d or 448, 16, 16)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("size_in", [1, 2, 3, 5, 7, 13, 14, 28])
+@pytest.mark.parametrize("size_out", [14, 21, 50, 56, 64])
+def test_upsample_nearest_into_equals_interpolate(size_in: int, size_out: int) -> None:
+    """Both paths (integer factor: an expanded view; otherwise gathered rows and columns) against F.interpolate,
+    written into a channel slice of a larger buffer as the extractor does."""
+    part = torch.randn(2, 3, size_in, size_in + 1, generator=torch.Generator().manual_seed(size_in))
+    expected = F.interpolate(part, size=(size_out, 2 * size_out), mode="nearest").permute(0, 2, 3, 1)
+    out = torch.full((2, size_out, 2 * size_out, 7), float("nan"))
+    upsample_nearest_into(out[..., 2:5], part.permute(0, 2, 3, 1))
+    assert torch.equal(out[..., 2:5], expected)
+    assert bool(out[..., :2].isnan().all()) and bool(out[..., 5:].isnan().all())
+
+
+def test_extractor_equals_brute_force_on_a_grid_of_no_integer_factor(tmp_path: Path, resnet18_state: dict) -> None:
+    """72 px: layer grids 18, 9 and 5, so layer3's 5 -> 18 takes the gathering path."""
+    images = torch.randn(2, 3, 72, 72, generator=torch.Generator().manual_seed(3))
+    ckpt = save_state(partial_state(resnet18_state), tmp_path / "r18.pth")
+    got = FeatureExtractor("resnet18", R18_LAYERS, str(ckpt), 100, 1024)(images)
+    expected = _reference_embedding(resnet18_state, images, select_channels(448, 100, 1024))
+    assert got.shape == (2, 100, 18, 18)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
