@@ -14,7 +14,7 @@ from conftest import RGB_CATEGORY, SHARED_WEIGHTS, requires_shared_weights
 from padim_repro.config import PadimConfig
 from padim_repro.data import load_category
 from padim_repro.metrics import image_auroc, pixel_auroc
-from padim_repro.model import FORMAT_VERSION, Padim
+from padim_repro.model import FORMAT_VERSION, Padim, _grouped
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,16 @@ def test_tensor_and_iterable_inputs_agree(config: PadimConfig, data: dict, fitte
     got_maps, got_scores = model.predict(list(x_test.split([1, 5, 4])))
     np.testing.assert_allclose(got_maps, maps, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got_scores, scores, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("sizes", "groups"), [([8] * 5, [32, 8]), ([40, 1], [40, 1]), ([3, 3], [6]), ([], [])])
+def test_scoring_groups_join_consecutive_batches(sizes: list[int], groups: list[int]) -> None:
+    """predict scores batches joined into groups of >= SCORE_GROUP images, in order, none lost."""
+    batches = [torch.full((n, 2), float(i)) for i, n in enumerate(sizes)]
+    got = list(_grouped(iter(batches), 32))
+    assert [len(g) for g in got] == groups
+    empty = torch.empty(0, 2)
+    assert torch.equal(torch.cat(got) if got else empty, torch.cat(batches) if batches else empty)
 
 
 # -- persistence ----------------------------------------------------------------------------------------------

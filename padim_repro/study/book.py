@@ -44,7 +44,7 @@ BACKBONE_TITLES = {"resnet18": "ResNet-18", "wide_resnet50_2": "Wide-ResNet-50-2
 BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
-API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "storage",
+API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "memory", "storage",
              "study", "runs", "identity", "uncertainty", "reproduce", "download", "ablations", "beyond", "report",
              "claims", "evidence", "verdicts", "cost", "display", "plots", "book", "html_check", "provenance",
              "cli")  # fmt: skip

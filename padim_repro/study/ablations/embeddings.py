@@ -25,6 +25,7 @@ from ...config import PadimConfig, resolve_device
 from ...data import MVTecDataset, batches, find_samples
 from ...features import FeatureExtractor
 from ...gaussian import GaussianAccumulator
+from ...memory import reuse_freed_memory
 
 #: The ablations' backbone and layers (the paper's R18 protocol).
 BACKBONE = "resnet18"
@@ -47,8 +48,9 @@ class PositionGaussians:
 
     ``cov`` is the unbiased estimate 1/(N-1) sum_k (x_k - mu)(x_k - mu)^T without the epsilon I of Eq. 1 (each
     variant adds it to its own sub-block), from :meth:`padim_repro.gaussian.GaussianAccumulator.covariance`;
-    every sub-block is turned back into float64 before :func:`padim_repro.gaussian.fill_precisions` regularises and
-    inverts it. ``channels`` are the absolute indices of the D channels, ascending.
+    projections of it are computed in float64, and :func:`padim_repro.gaussian.fill_precisions` regularises and
+    inverts every block in float32, as the model does. ``channels`` are the absolute indices of the D channels,
+    ascending.
     """
 
     mean: torch.Tensor
@@ -156,19 +158,20 @@ class CategoryEmbedder:
             log(f"  {category}: backbone over {len(train)} training and {len(test)} test images "
                 f"(resize {c.resize}, crop {c.crop}, {channels.numel()} channels)")  # fmt: skip
         acc: GaussianAccumulator | None = None
-        for x, _ in batches(train, c.batch_size):
-            emb = self.extractor(x.to(self.device))
-            emb = emb if pick is None else emb.index_select(1, pick)
-            if acc is None:
-                acc = GaussianAccumulator(emb.shape[1], emb.shape[2] * emb.shape[3], self.device)
-            acc.update(emb)
-        assert acc is not None  # find_samples never returns an empty split
-        mean, cov = acc.covariance()
         tests, masks = [], []
-        for x, m in batches(test, c.batch_size):
-            emb = self.extractor(x.to(self.device))
-            tests.append((emb if pick is None else emb.index_select(1, pick)).cpu())
-            masks.append(m.numpy())
+        with reuse_freed_memory():  # as Padim.fit and predict
+            for x, _ in batches(train, c.batch_size):
+                emb = self.extractor(x.to(self.device))
+                emb = emb if pick is None else emb.index_select(1, pick)
+                if acc is None:
+                    acc = GaussianAccumulator(emb.shape[1], emb.shape[2] * emb.shape[3], self.device)
+                acc.update(emb)
+            assert acc is not None  # find_samples never returns an empty split
+            mean, cov = acc.covariance()
+            for x, m in batches(test, c.batch_size):
+                emb = self.extractor(x.to(self.device))
+                tests.append((emb if pick is None else emb.index_select(1, pick)).cpu())
+                masks.append(m.numpy())
         return Embeddings(
             category=category, key=key, gaussians=PositionGaussians(mean, cov, len(train), channels),
             test=torch.cat(tests), masks=np.concatenate(masks), labels=test.labels,
