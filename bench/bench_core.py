@@ -15,7 +15,7 @@ in the same process, over several rounds, with the median of the per-round ratio
 Targets (the performance issue): fit <= 1.5x and predict <= 1.15x the backbone (R18); WR50 fit <= 2x the backbone,
 peak RSS <= 8 GB and flat in N; ``run`` R18 peak RSS <= 1 GiB. Only the stable API (``Padim``, ``PadimConfig``,
 ``load_category``, ``batches``) is used, so ``bench/before_after.py`` can run this file against another commit.
-Where the package has :func:`padim_repro.memory.keep_freed_memory` (the malloc policy ``fit`` and ``predict`` run
+Where the package has :data:`padim_repro.memory.KEEP` (the malloc policy ``fit`` and ``predict`` run
 under), it is set before any clock starts, so that the backbone alone runs under it too.
 """
 
@@ -37,12 +37,19 @@ from padim_repro.config import PadimConfig
 from padim_repro.data import batches, load_category
 from padim_repro.model import Padim
 
-try:  # the malloc policy Padim.fit and predict run under; older commits (bench/before_after.py) have none
-    from padim_repro.memory import keep_freed_memory
-except ImportError:
+try:  # the malloc policy Padim.fit and predict run under; older commits (bench/before_after.py) name it otherwise
+    from padim_repro.memory import KEEP, set_policy
 
     def keep_freed_memory() -> bool:
-        return False
+        return set_policy(KEEP)
+
+except ImportError:
+    try:
+        from padim_repro.memory import keep_freed_memory
+    except ImportError:
+
+        def keep_freed_memory() -> bool:
+            return False
 
 GIB = 2**30
 TARGETS = {"r18_fit_ratio": 1.5, "r18_predict_ratio": 1.15, "wr50_fit_ratio": 2.0, "wr50_peak_rss_gb": 8.0,

@@ -77,11 +77,17 @@ class FeatureExtractor(nn.Module):
         ]
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings (B, d, h, w) of ``images``; written into ``out`` (B, h, w, d) when given (e.g. a slice of a
+        buffer that gathers several batches, which then needs no concatenation), else into a new tensor."""
         # channels_last runs the convolutions about 1.5x faster on CPU (oneDNN) with the same results.
         feats = self.model(images.contiguous(memory_format=torch.channels_last))
         b, (h, w) = images.shape[0], feats[0].shape[-2:]
-        out = torch.empty(b, h, w, int(self.channel_indices.numel()), dtype=feats[0].dtype, device=feats[0].device)
+        shape = (b, h, w, int(self.channel_indices.numel()))
+        if out is None:
+            out = torch.empty(shape, dtype=feats[0].dtype, device=feats[0].device)
+        elif tuple(out.shape) != shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}; these images' embeddings have {shape}")
         start = 0
         for f, idx in zip(feats, self._per_layer):
             if idx.numel() == 0:

@@ -1,12 +1,13 @@
-"""The process's memory policy in batch loops: freed memory kept for reuse, then handed back at the loop's end.
+"""The process's malloc policy: freed memory kept for reuse inside batch loops, handed back promptly elsewhere.
 
 Batch after batch, the backbone and the Gaussian step allocate and free temporaries of the same few sizes (tens of
 MB). By default glibc's malloc serves the larger ones from fresh mappings and trims the heap whenever its top is free,
 so every batch touches new pages, and each new 4 KiB page costs a page fault in which the kernel zeroes it. On the
 2-core machine of ``make bench`` that kept the backbone inside ``fit`` and ``predict`` about 20% slower than the
-same backbone run alone. :func:`reuse_freed_memory` sets glibc to reuse what was freed while a loop runs, and hands
-the free memory back to the kernel when it ends, so that what follows (the metrics, say) does not stack its own peak
-on top of memory the loop no longer uses. It changes no result.
+same backbone run alone. Inside :func:`reuse_freed_memory` glibc keeps what was freed for reuse (:data:`KEEP`);
+outside it, the policy in force before applies again. The command line sets :data:`PROMPT` for the whole process, so
+that the steps between the loops (the metrics and their bootstrap) hand large freed arrays back at once and the
+run's peak RSS counts only what is alive. Neither changes any result.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: mallopt parameters (glibc's malloc.h) and the values set: allocations up to 32 MiB (glibc's default largest mmap
-#: threshold) come from the heap, and the heap is trimmed only when 128 MiB at its top is free. Of the values tried on
-#: R18-Rd100 (trim at 64 MiB, 128 MiB, 256 MiB, 1 GiB), 128 MiB gave the fastest ``run`` (16 s against 26 s without
-#: the policy); a larger one only kept more memory.
-_SETTINGS = {"M_TRIM_THRESHOLD": (-1, 2**27), "M_MMAP_THRESHOLD": (-3, 2**25)}
+#: mallopt parameters of glibc's malloc.h.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: Inside batch loops: allocations up to 32 MiB (glibc's default largest mmap threshold) come from the heap, and the
+#: heap is trimmed only when 128 MiB at its top is free. Of the trim thresholds tried on R18-Rd100 (64 MiB, 128 MiB,
+#: 256 MiB, 1 GiB), 128 MiB gave the fastest ``run`` (16 s against 26 s without the policy); a larger one only kept
+#: more memory.
+KEEP = {M_MMAP_THRESHOLD: 2**25, M_TRIM_THRESHOLD: 2**27}
+#: Elsewhere, for the command line: blocks over 1 MiB get their own mapping, unmapped when freed, and the heap is
+#: trimmed once 1 MiB at its top is free (by default glibc raises its mmap threshold as large blocks are freed and then
+#: keeps later ones in the heap, so a run's peak RSS would count temporaries already freed).
+PROMPT = {M_MMAP_THRESHOLD: 2**20, M_TRIM_THRESHOLD: 2**20}
+
+#: The policy set last (None: glibc's own, adaptive thresholds, which cannot be set back once changed).
+_current: dict[int, int] | None = None
 
 
 @functools.cache
@@ -41,21 +51,28 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Set glibc's malloc (once per process) to keep freed memory for reuse; True if every setting took effect."""
+def set_policy(policy: dict[int, int]) -> bool:
+    """Set glibc's malloc thresholds to ``policy`` (:data:`KEEP` or :data:`PROMPT`) for the whole process; True if
+    every setting took effect (False where glibc is absent)."""
+    global _current
     libc = _libc()
-    return libc is not None and all([libc.mallopt(param, value) == 1 for param, value in _SETTINGS.values()])
+    if libc is None:
+        return False
+    _current = policy
+    return all([libc.mallopt(param, value) == 1 for param, value in policy.items()])
 
 
 @contextmanager
 def reuse_freed_memory() -> Iterator[None]:
-    """Within the block, freed memory is kept for reuse (:func:`keep_freed_memory`); at its end, the free memory of
-    the heap is handed back to the kernel (``malloc_trim``). A no-op where glibc is absent."""
-    keep_freed_memory()
+    """Within the block, freed memory is kept for reuse (:data:`KEEP`). At its end the policy in force before it is
+    set again, and under :data:`PROMPT` the heap's free memory is handed back (``malloc_trim``); glibc's own policy
+    cannot be restored, so without one set before, :data:`KEEP` stays. A no-op where glibc is absent."""
+    before = _current
+    set_policy(KEEP)
     try:
         yield
     finally:
-        libc = _libc()
-        if libc is not None:
-            libc.malloc_trim(0)
+        if before is not None and before is not KEEP:
+            set_policy(before)
+            if before is PROMPT:
+                _libc().malloc_trim(0)

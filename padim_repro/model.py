@@ -8,7 +8,7 @@ in ``_``, and one file holds everything needed to score new images.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,13 @@ from .storage import atomic_write, package_versions
 FORMAT_VERSION = 1
 
 ImageSource = torch.Tensor | Iterable[torch.Tensor | tuple | list]
+#: Embeds a batch of images: ``embed(images, out=None)`` -> (B, d, h, w), written into ``out`` (B, h, w, d) if given.
+Embed = Callable[..., torch.Tensor]
 
 #: Images scored together: every scoring step reads all positions' precisions (125 MB for R18-Rd100, 3.5 GiB for
 #: WR50-Rd550), so scoring several backbone batches at once divides that memory traffic (half the Mahalanobis time
-#: of R18-Rd100 with batches of 8). Each image's scores do not depend on it.
+#: of R18-Rd100 with batches of 8). Each image's scores do not depend on it. The batches' embeddings are written into
+#: one buffer of this many images (:func:`_embedding_groups`).
 SCORE_GROUP = 32
 
 
@@ -65,16 +68,21 @@ class Padim:
         for item in images:
             yield item[0] if isinstance(item, (tuple, list)) else item
 
-    def _embed(self, images: ImageSource, desc: str) -> Iterator[torch.Tensor]:
-        """Embeddings (B, d, h, w) batch by batch, timing the backbone."""
+    def _embed(self, images: ImageSource, desc: str) -> Iterator[tuple[torch.Tensor, Embed]]:
+        """Each batch with the function that embeds it ((B, d, h, w), into ``out`` (B, h, w, d) if given), timing
+        the backbone and counting the images on a progress bar."""
         total = len(images) if isinstance(images, torch.Tensor) else None
         bar = tqdm(desc=desc, total=total, unit="img", disable=self._bar_disabled)
-        for x in self._batches(images):
+
+        def embed(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
             t0 = time.perf_counter()
-            emb = self.extractor(x.to(self.device))
+            emb = self.extractor(x.to(self.device), out)
             self._tick("backbone_s", t0)
             bar.update(len(x))
-            yield emb
+            return emb
+
+        for x in self._batches(images):
+            yield x, embed
         bar.close()
 
     @property
@@ -91,12 +99,13 @@ class Padim:
         """Learn one Gaussian per position from normal images (a tensor (N, 3, H, W) or an iterable of batches).
 
         Like :meth:`predict`, it runs under :func:`~padim_repro.memory.reuse_freed_memory` (freed memory reused from
-        batch to batch, handed back at the end): faster, with the same results.
+        batch to batch): faster, with the same results.
         """
         self.timings_ = {}
         acc: GaussianAccumulator | None = None
         with reuse_freed_memory():
-            for emb in self._embed(images, "fit"):
+            for x, embed in self._embed(images, "fit"):
+                emb = embed(x)
                 t0 = time.perf_counter()
                 if acc is None:
                     acc = GaussianAccumulator(emb.shape[1], emb.shape[2] * emb.shape[3], self.device)
@@ -120,7 +129,7 @@ class Padim:
         self.timings_ = {}
         maps, scores = [], []
         with reuse_freed_memory():
-            for emb in _grouped(self._embed(images, "predict"), SCORE_GROUP):
+            for emb in _embedding_groups(self._embed(images, "predict"), SCORE_GROUP):
                 t0 = time.perf_counter()
                 dist = mahalanobis(emb, self.mean_, self.precision_)
                 self._tick("mahalanobis_s", t0)
@@ -184,16 +193,30 @@ class Padim:
         return model
 
 
-def _grouped(batches: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
-    """Consecutive batches joined into groups of at least ``size`` images (the last one may have fewer)."""
-    pending: list[torch.Tensor] = []
-    for batch in batches:
-        pending.append(batch)
-        if sum(len(b) for b in pending) >= size:
-            yield pending[0] if len(pending) == 1 else torch.cat(pending)
-            pending = []
-    if pending:
-        yield pending[0] if len(pending) == 1 else torch.cat(pending)
+def _embedding_groups(batches: Iterable[tuple[torch.Tensor, Embed]], size: int) -> Iterator[torch.Tensor]:
+    """Embeddings (n, d, h, w) of consecutive batches in groups of up to ``size`` images (more if one batch is
+    larger), in order, none lost.
+
+    Each batch is embedded straight into its slice of one group buffer (no concatenation copy, no new buffer per
+    group); a group is yielded when the next batch would not fit, and the buffer is reused once the caller asks for
+    the next group, so the caller must be done with a group by then.
+    """
+    buffer: torch.Tensor | None = None  # (capacity, h, w, d): the embeddings' channels_last layout
+    n = 0
+    for x, embed in batches:
+        b = len(x)
+        if buffer is not None and n + b > len(buffer):
+            yield buffer[:n].permute(0, 3, 1, 2)
+            n = 0
+        if buffer is None or b > len(buffer):  # the grid is known once a batch is embedded
+            emb = embed(x)
+            buffer = emb.new_empty((max(size, b), *emb.shape[2:], emb.shape[1]))
+            buffer[:b] = emb.permute(0, 2, 3, 1)
+        else:
+            embed(x, buffer[n:n + b])
+        n += b
+    if n:
+        yield buffer[:n].permute(0, 3, 1, 2)
 
 
 #: The fields of a model file and their types (:meth:`Padim.save`).

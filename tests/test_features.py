@@ -87,6 +87,19 @@ def test_extractor_equals_brute_force(
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_extractor_writes_into_a_given_buffer(tmp_path: Path, resnet18_state: dict, images: torch.Tensor) -> None:
+    """``out`` (a slice of a larger buffer, as predict's group buffer): the same embeddings, written there, and
+    nothing outside the slice; a buffer of another shape is refused."""
+    ex = FeatureExtractor("resnet18", R18_LAYERS, str(save_state(partial_state(resnet18_state), tmp_path / "r.pth")),
+                          100, 1024)  # fmt: skip
+    buffer = torch.full((5, 16, 16, 100), float("nan"))
+    got = ex(images, buffer[1:3])
+    assert got.data_ptr() == buffer[1].data_ptr() and torch.equal(got, ex(images))
+    assert bool(buffer[0].isnan().all()) and bool(buffer[3:].isnan().all())
+    with pytest.raises(ValueError, match="out has shape"):
+        ex(images, buffer[:3])
+
+
 @pytest.mark.parametrize("size_in", [1, 2, 3, 5, 7, 13, 14, 28])
 @pytest.mark.parametrize("size_out", [14, 21, 50, 56, 64])
 def test_upsample_nearest_into_equals_interpolate(size_in: int, size_out: int) -> None:

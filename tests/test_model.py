@@ -14,7 +14,7 @@ from conftest import RGB_CATEGORY, SHARED_WEIGHTS, requires_shared_weights
 from padim_repro.config import PadimConfig
 from padim_repro.data import load_category
 from padim_repro.metrics import image_auroc, pixel_auroc
-from padim_repro.model import FORMAT_VERSION, Padim, _grouped
+from padim_repro.model import FORMAT_VERSION, Padim, _embedding_groups
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +132,27 @@ def test_tensor_and_iterable_inputs_agree(config: PadimConfig, data: dict, fitte
     np.testing.assert_allclose(got_scores, scores, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("sizes", "groups"), [([8] * 5, [32, 8]), ([40, 1], [40, 1]), ([3, 3], [6]), ([], [])])
+@pytest.mark.parametrize(("sizes", "groups"), [([8] * 5, [32, 8]), ([40, 1], [40, 1]), ([3, 3], [6]), ([], []),
+                                               ([30, 4, 2], [30, 6]), ([1, 40, 8], [1, 40, 8])])  # fmt: skip
 def test_scoring_groups_join_consecutive_batches(sizes: list[int], groups: list[int]) -> None:
-    """predict scores batches joined into groups of >= SCORE_GROUP images, in order, none lost."""
-    batches = [torch.full((n, 2), float(i)) for i, n in enumerate(sizes)]
-    got = list(_grouped(iter(batches), 32))
-    assert [len(g) for g in got] == groups
-    empty = torch.empty(0, 2)
-    assert torch.equal(torch.cat(got) if got else empty, torch.cat(batches) if batches else empty)
+    """predict scores the embeddings of consecutive batches in groups of up to SCORE_GROUP images (a larger batch
+    alone), in order, none lost; each batch is embedded once, into the group buffer when it fits."""
+    batches = [torch.full((n, 3), float(i)) for i, n in enumerate(sizes)]
+    calls: list[bool] = []
+
+    def embed(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(out is not None)
+        emb = torch.arange(2 * 4 * 3, dtype=torch.float32).view(1, 2, 4, 3) + 100 * x[:, :1, None, None]  # (B, h, w, d)
+        if out is None:
+            return emb.permute(0, 3, 1, 2).clone()
+        out.copy_(emb)
+        return out.permute(0, 3, 1, 2)
+
+    got = [g.clone() for g in _embedding_groups(((x, embed) for x in batches), 32)]
+    assert [len(g) for g in got] == groups and len(calls) == len(sizes)
+    want = [embed(x) for x in batches]
+    empty = torch.empty(0, 3, 2, 4)
+    assert torch.equal(torch.cat(got) if got else empty, torch.cat(want) if want else empty)
 
 
 # -- persistence ----------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ Every command writes only under ``--results`` and ``--book-dir`` (defaults: the 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import sys
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 from ..backbones import WeightsError
 from ..config import INTERPOLATIONS, PadimConfig
 from ..data import DataError
+from ..memory import PROMPT, set_policy
 from .notebooks import NotebookError
 
 #: Errors that are the user's input, or a failed notebook: reported in one line, exit status 2.
@@ -147,25 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def return_freed_memory_promptly() -> None:
-    """Have glibc give large freed arrays back to the system at once (a fixed 1 MiB mmap and trim threshold).
-
-    By default glibc raises its mmap threshold as large blocks are freed (up to 32 MiB) and keeps later ones in the
-    heap, so a run's peak RSS counts temporaries it has already freed (``run`` on bottle: 1.14 GiB instead of about
-    1.0). No effect where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the command; bad input gives one ``error:`` line and exit status 2."""
     args = _parser().parse_args(argv)
-    return_freed_memory_promptly()
+    set_policy(PROMPT)  # large freed arrays handed back at once (the loops of fit and predict keep theirs)
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
         try:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..memory import reuse_freed_memory
 from ..metrics import PAPER_METRICS, THRESHOLDED_METRICS, evaluate
 from ..metrics.curves import SortedSamples, auroc, average_precision, f1_max, sort_samples, weighted_curve
 from ..metrics.inputs import check_maps_masks, check_scores_labels
@@ -197,7 +198,8 @@ def bootstrap_values(maps: Any, masks: Any, scores: Any, labels: Any, n_resample
         groups = np.repeat(np.arange(n, dtype=np.int32), maps_arr[0].size).reshape(maps_arr.shape)
         pixels = sort_samples(maps_arr, masks_arr, groups, regions, n_regions)  # the one sort of the pixels
         del regions, groups
-        values.update(_pixel_metrics(pixels, n, draws, fpr_limit))
+        with reuse_freed_memory():  # blocks of resamples: temporaries of the same sizes, over and over
+            values.update(_pixel_metrics(pixels, n, draws, fpr_limit))
     return estimate, values
 
 
