@@ -39,7 +39,7 @@ test: setup
 # Speed and memory (figures printed and written to $(RESULTS)/bench/, never asserted), anomalib's PaDiM beside ours
 # in its own .venv-anomalib, then the book's Cost page.
 # BENCH_ROUNDS: paired predict rounds (fit: half as many); ANOMALIB_PAIRS: alternated anomalib / ours processes.
-BENCH_ROUNDS   ?= 5
+BENCH_ROUNDS   ?= 9
 ANOMALIB_PAIRS ?= 2
 bench: setup
 	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --rounds $(BENCH_ROUNDS) \

@@ -34,7 +34,8 @@ from contextlib import contextmanager
 
 import torch
 
-#: Work space per chunk of positions, in bytes at 8 per value (bounds the transient memory of covariance and precision).
+#: Work space per chunk of positions, counted at 8 bytes per matrix entry: a chunk's float32 covariance and its float32
+#: Cholesky factor (bounds the transient memory of :func:`fill_precisions`).
 _CHUNK_BYTES = 8 * 2**20
 #: Images added to the co-moment at a time when it fits in a large CPU cache (R18: 125 MB), and when it does not (all
 #: 448 channels: 2.5 GB): each block reads and writes the whole co-moment once, so a large one needs large blocks to
@@ -49,7 +50,7 @@ def block_size(dim: int, n_positions: int) -> int:
 
 
 def position_slices(n_positions: int, dim: int) -> list[slice]:
-    """Slices of positions whose float64 (d, d) matrices fit in the chunk budget."""
+    """Slices of positions whose (d, d) matrices, at 8 bytes per entry (``_CHUNK_BYTES``), fit in the budget."""
     step = max(1, _CHUNK_BYTES // (8 * dim * dim))
     return [slice(start, start + step) for start in range(0, n_positions, step)]
 

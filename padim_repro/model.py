@@ -33,7 +33,7 @@ Embed = Callable[..., torch.Tensor]
 #: Images scored together: every scoring step reads all positions' precisions (125 MB for R18-Rd100, 3.5 GiB for
 #: WR50-Rd550), so scoring several backbone batches at once divides that memory traffic (half the Mahalanobis time
 #: of R18-Rd100 with batches of 8). Each image's scores do not depend on it. The batches' embeddings are written into
-#: one buffer of this many images (:func:`_embedding_groups`).
+#: one buffer of this many images (``_embedding_groups``).
 SCORE_GROUP = 32
 
 
