@@ -141,6 +141,11 @@ def paper_cost_table(core: Mapping[str, Any] | None) -> Table:
     return noted(styler, dash_note(styler, reasons), images, "GB = 10⁹ bytes. " + SOURCE_NOTE)
 
 
+def _sum(*values: Any) -> float | None:
+    """The sum, or None if any value is missing."""
+    return None if any(is_missing(v) for v in values) else float(sum(values))
+
+
 def _count(value: Any) -> str:
     return DASH if is_missing(value) else str(int(value))
 
@@ -162,6 +167,8 @@ def r18_cost_table(core: Mapping[str, Any]) -> Table:
          targets.get("run_peak_rss_gib")),
         ("peak RSS of python -m padim_repro --help: the imports alone (GB)",
          _gb((core.get("run") or {}).get("imports_rss_mb")), None),
+        ("the imports alone + the model's Gaussians (its file): a floor under any run's peak (GB)",
+         _gb(_sum((core.get("run") or {}).get("imports_rss_mb"), r.get("model_size_mb"))), None),
         ("threads", _count(r.get("threads")), None),
         ("batch size", _count(r.get("batch_size")), None),
     ]  # fmt: skip

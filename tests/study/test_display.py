@@ -115,7 +115,7 @@ def _core() -> dict:
             for n, s, b in ((200, 253.7, 180.2), (400, 382.0, 300.1))]  # fmt: skip
     return {"measured_at": "2026-11-28T13:18:23+0000", "versions": {"torch": "2.14.1"}, "git_commit": "abc",
             "machine": {"cpu": "Intel(R) Xeon(R) Processor (family 6, model 106)", "cpu_count": 2},
-            "r18": r18, "run": {"peak_rss_mb": 812.0, "wall_s": 41.0}, "wr50_fit": wr50,
+            "r18": r18, "run": {"peak_rss_mb": 1300.0, "imports_rss_mb": 780.0, "wall_s": 41.0}, "wr50_fit": wr50,
             "targets": {"r18_fit_ratio": 1.5, "r18_predict_ratio": 1.15, "wr50_fit_ratio": 2.0, "wr50_peak_rss_gb": 8.0,
                         "run_peak_rss_gib": 1.0}}  # fmt: skip
 
@@ -143,6 +143,19 @@ def test_cost_table_sets_ours_beside_the_paper() -> None:
     r18 = C.r18_cost_table(_core()).data.set_index("quantity")
     assert r18.loc["precision vs float64, max relative error (ppm)", "value"] == "0.320"
     assert r18.loc["fit / backbone forward", ["value", "target"]].tolist() == ["1.31", "≤ 1.5"]
+    floor = "the imports alone + the model's Gaussians (its file): a floor under any run's peak (GB)"
+    assert r18.loc[floor, "value"] == "0.94"  # (780 + 121) MiB
+    no_imports = {**_core(), "run": {"peak_rss_mb": 1300.0}}  # an older bench measured no imports
+    assert C.r18_cost_table(no_imports).data.set_index("quantity").loc[floor, "value"] == "—"
+
+
+def test_wr50_table_shows_kernel_time_and_fresh_memory_where_measured() -> None:
+    core = _core()
+    core["wr50_fit"][1].update(fit_system_s=16.5, backbone_system_s=0.2, first_touch_s_per_gib=2.92)
+    shown = C.wr50_cost_table(core).data  # rows: 200, then 400 images
+    cols = ["kernel time in fit (s)", "kernel time in backbone (s)", "fresh memory (s/GiB)"]
+    assert shown[cols].iloc[1].tolist() == ["16.5", "0.2", "2.92"]
+    assert shown[cols].iloc[0].tolist() == ["—"] * 3  # an older bench did not measure them
 
 
 def _bench(folder: Path, core: dict | None, cmp: dict | None = None) -> Path:
