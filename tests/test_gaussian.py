@@ -118,7 +118,9 @@ def test_mismatched_positions() -> None:
         acc.update(torch.randn(3, 4, 2, 2))
 
 
-def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding() -> None:
+@pytest.mark.parametrize("on_cuda", [False, True])
+def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding(
+        monkeypatch: pytest.MonkeyPatch, on_cuda: bool) -> None:  # fmt: skip
     """The float32 Cholesky and inverse keep an ill-conditioned precision (condition about 1e4, fewer images than
     channels, as WR50-Rd550 on MVTec AD) within 5e-6 relative of the float64 inverse (the target is 1e-5; this case
     measures 1.5e-6, against 1.0e-7 for a float64 factor)."""
@@ -131,6 +133,8 @@ def test_precision_of_an_ill_conditioned_covariance_within_float32_rounding() ->
     ref = torch.from_numpy(np.linalg.inv((cov + 0.01 * torch.eye(d, dtype=torch.float64)).numpy()))
     eig = np.linalg.eigvalsh(ref.numpy())
     assert float((eig[:, -1] / eig[:, 0]).min()) > 5e3
+    # each device's inverse of the Cholesky factor (CUDA's, solve + GEMM, run here on the CPU)
+    monkeypatch.setitem(gaussian.CHOLESKY_INVERSE, False, gaussian.CHOLESKY_INVERSE[on_cuda])
     out = gaussian.fill_precisions(torch.empty(p, d, d), lambda sl: cov[sl].clone(), 0.01)
     assert out.dtype == torch.float32
     assert _rel_err(out, ref) < 5e-6
@@ -145,3 +149,36 @@ def test_the_unset_co_moment_buffer_is_overwritten_by_the_first_block() -> None:
     acc.update(x[7:])
     mean, precision = acc.finalize(0.01)
     assert _rel_err(precision, _reference(x, 0.01)[1]) < 1e-5
+
+
+def test_chunks_are_sized_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU chunk is sized to the cache; a GPU chunk to a share of the free memory, capped (a WR50-Rd550 fit in a few
+    chunks, not 1,046); a GPU nearly full still gets the CPU's budget."""
+    assert gaussian.chunk_bytes("cpu") == gaussian._CHUNK_BYTES
+    assert len(gaussian.position_slices(3136, 550, "cpu")) == 1046
+    free = {"value": 100 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["value"], 141 * 2**30))
+    assert gaussian.chunk_bytes("cuda") == gaussian._GPU_CHUNK_MAX
+    assert len(gaussian.position_slices(3136, 550, "cuda")) == 8
+    free["value"] = 4 * 2**30
+    assert gaussian.chunk_bytes("cuda:0") == 4 * 2**30 // gaussian._GPU_CHUNK_SHARE
+    free["value"] = 2**20
+    assert gaussian.chunk_bytes("cuda") == gaussian._CHUNK_BYTES
+
+
+def test_factorisation_status_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host synchronisation for all chunks: the status is read after the last chunk, not per chunk."""
+    monkeypatch.setattr(gaussian, "_CHUNK_BYTES", 8 * 4 * 4)  # one position per chunk
+    reads = []
+    real = gaussian.check_status
+    monkeypatch.setattr(gaussian, "check_status", lambda statuses: (reads.append(len(statuses)), real(statuses)))
+    x = _embeddings(9, 4, 3, 3)
+    _accumulate(x, [9]).finalize(0.01)
+    assert reads == [9]
+
+
+def test_nan_embeddings_are_named() -> None:
+    x = _embeddings(6, 4, 2, 2)
+    x[3, 1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _accumulate(x, [6]).finalize(0.01)
