@@ -133,16 +133,26 @@ class VariantRows:
     its metrics (upsampling, blur, AUROCs, PRO). ``workers`` jobs run at once, each with one torch thread, so the
     linear algebra of one variant overlaps the metrics (numpy, outside the GIL) of another. :meth:`rows` waits for
     all jobs and returns the rows in the order added, with the seconds each spent in ``seconds_linalg`` and
-    ``seconds_metrics``.
+    ``seconds_metrics``. The pool is for a CPU only: with the Gaussians on a GPU (known at the first :meth:`add`) the
+    jobs run one after another on the calling thread, which keeps CUDA's lazily loaded linear-algebra library on one
+    thread and the GPU busy with one variant at a time.
     """
 
     def __init__(self, experiment: str, workers: int | None = None):
         self.experiment = experiment
         self.workers = WORKERS if workers is None else workers
-        self._pool = ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._started = False
         self._jobs: list[tuple[Future, dict[str, Any]]] = []
-        self._threads = torch_threads(1 if self._pool is not None else None)
-        self._threads.__enter__()
+        self._threads: Any = None
+
+    def _start(self, device: torch.device) -> None:
+        """Open the worker pool (and one torch thread per worker) when the Gaussians are on a CPU."""
+        self._started = True
+        if self.workers > 1 and device.type == "cpu":
+            self._pool = ThreadPoolExecutor(max_workers=self.workers)
+            self._threads = torch_threads(1)
+            self._threads.__enter__()
 
     def add(self, emb: Embeddings, distances: torch.Tensor | Callable[[], torch.Tensor], sigma: float, variant: str,
             method: str, **extra: Any) -> Future:  # fmt: skip
@@ -156,6 +166,8 @@ class VariantRows:
             t2 = time.perf_counter()
             return dist, {**metrics, "seconds_linalg": t1 - t0, "seconds_metrics": t2 - t1}
 
+        if not self._started:
+            self._start(emb.gaussians.cov.device)
         if self._pool is not None:
             fut = self._pool.submit(job)
         else:
@@ -177,7 +189,7 @@ class VariantRows:
             self.close()
 
     def close(self) -> None:
-        """Stop the pool (cancelling jobs not started) and restore the number of torch threads."""
+        """Stop the pool, if any (cancelling jobs not started), and restore the number of torch threads."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

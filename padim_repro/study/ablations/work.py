@@ -89,7 +89,8 @@ class CategoryWork:
             over_positions(one, cov.shape[0], cov.shape[1], cov.device)  # both cores, even from a worker thread
             mean = g.mean @ w
             m, c, h, wd = self.emb.test.shape
-            test = torch.einsum("mcp,ck->mkp", self.emb.test.reshape(m, c, h * wd), w32).reshape(m, c, h, wd)
+            test = self.emb.test.reshape(m, c, h * wd).to(w32.device)  # the test embeddings are kept on the CPU
+            test = torch.einsum("mcp,ck->mkp", test, w32).reshape(m, c, h, wd)
             return PositionGaussians(mean, cov, g.n, torch.arange(c)), test
 
         return self._memo("rotated", compute)
@@ -103,7 +104,7 @@ class CategoryWork:
         def compute() -> torch.Tensor:
             g = self.emb.gaussians
             p, dim = g.mean.shape
-            out = torch.empty(p, dim, 2 * d, dtype=torch.float32)
+            out = torch.empty(p, dim, 2 * d, dtype=torch.float32, device=g.cov.device)
 
             def one(sl: slice) -> None:
                 vectors = torch.linalg.eigh(g.cov[sl].to(torch.float64))[1].to(torch.float32)  # ascending eigenvalues
