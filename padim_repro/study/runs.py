@@ -177,7 +177,8 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
     add_metrics(res)
     t0 = time.perf_counter()
     boot = {k: v for k, v in BOOTSTRAP.items() if k != "level"}
-    estimate, resampled = bootstrap_values(res["maps"], res["masks"], res["scores"], res["labels"], **boot)
+    estimate, resampled = bootstrap_values(res["maps"], res["masks"], res["scores"], res["labels"], **boot,
+                                           device=device)  # fmt: skip
     intervals = intervals_from_values(estimate, resampled, BOOTSTRAP["level"])
     res["timings"]["bootstrap_s"] = time.perf_counter() - t0
     labels, defect_types, test = res["labels"], res["defect_types"], run.test

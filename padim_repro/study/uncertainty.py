@@ -34,7 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
+
+from ..gaussian import torch_threads
 
 from ..memory import reuse_freed_memory
 from ..metrics import PAPER_METRICS, THRESHOLDED_METRICS, evaluate
@@ -96,63 +99,77 @@ def _corners(pixels: SortedSamples) -> np.ndarray:
 
 
 class _Curves:
-    """The pixel ROC, F1 and PRO sums of a block of resamples (``w``: (b, N) multiplicities), fed the per-image
-    count matrices of one chunk of thresholds after another (:meth:`add`, in threshold order)."""
+    """The pixel ROC, F1 and PRO sums of a block of resamples (``w``: (b, N) float64 multiplicities, on the device
+    that computes them), fed the per-image count matrices of one chunk of thresholds after another (:meth:`add`, in
+    threshold order)."""
 
-    def __init__(self, w: np.ndarray, per_image: list[np.ndarray], fpr_limit: float):
+    def __init__(self, w: torch.Tensor, per_image: list[torch.Tensor], fpr_limit: float):
         self.w, self.fpr_limit = w, fpr_limit
-        self.n_neg, self.n_pos, self.n_reg = (w @ c.astype(np.float64) for c in per_image)
+        self.n_neg, self.n_pos, self.n_reg = (w @ c for c in per_image)
         b = w.shape[0]
-        self.fp0, self.tp0, self.fpr0, self.pro0 = (np.zeros((b, 1)) for _ in range(4))
-        self.area2, self.f1, self.pro_area = np.zeros(b), np.zeros(b), np.zeros(b)
+        self.fp0, self.tp0, self.fpr0, self.pro0 = (w.new_zeros((b, 1)) for _ in range(4))
+        self.area2, self.f1, self.pro_area = (w.new_zeros(b) for _ in range(3))
 
-    def add(self, neg_c: np.ndarray, pos_c: np.ndarray, share_c: np.ndarray) -> None:
+    def add(self, neg_c: torch.Tensor, pos_c: torch.Tensor, share_c: torch.Tensor) -> None:
         """Extend the curves over the next thresholds: trapezoids of the ROC (twice its area), F1's maximum, the
-        PRO area up to the FPR limit (its last segment cut there by linear interpolation)."""
+        PRO area up to the FPR limit (its last segment cut there by linear interpolation). Divisions by zero give
+        inf or NaN, which only resamples without a defect or defect-free pixel keep (:meth:`result` drops them)."""
         w, lim = self.w, self.fpr_limit
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fp, tp = np.hstack([self.fp0, w @ neg_c]), np.hstack([self.tp0, w @ pos_c])
-            self.area2 += np.einsum("ij,ij->i", np.diff(fp, axis=1), tp[:, 1:] + tp[:, :-1])
-            self.f1 = np.maximum(self.f1, np.max(2 * tp[:, 1:] / (tp[:, 1:] + fp[:, 1:] + self.n_pos[:, None]), axis=1))
-            x, y = fp / self.n_neg[:, None], np.hstack([self.pro0, (w @ share_c) / self.n_reg[:, None]])
-            x[:, :1] = self.fpr0
-            x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
-            xe = np.minimum(x1, lim)
-            ye = np.where(x1 > x0, y0 + (xe - x0) * (y1 - y0) / (x1 - x0), y1)
-            self.pro_area += np.sum(np.where(x0 < lim, (xe - x0) * (y0 + ye) / 2, 0.0), axis=1)
+        fp, tp = torch.cat([self.fp0, w @ neg_c], 1), torch.cat([self.tp0, w @ pos_c], 1)
+        self.area2 += ((fp[:, 1:] - fp[:, :-1]) * (tp[:, 1:] + tp[:, :-1])).sum(1)
+        self.f1 = torch.maximum(self.f1, (2 * tp[:, 1:] / (tp[:, 1:] + fp[:, 1:] + self.n_pos[:, None])).amax(1))
+        x, y = fp / self.n_neg[:, None], torch.cat([self.pro0, (w @ share_c) / self.n_reg[:, None]], 1)
+        x[:, :1] = self.fpr0
+        x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
+        xe = x1.clamp(max=lim)
+        ye = torch.where(x1 > x0, y0 + (xe - x0) * (y1 - y0) / (x1 - x0), y1)
+        self.pro_area += torch.where(x0 < lim, (xe - x0) * (y0 + ye) / 2, 0.0).sum(1)
         self.fp0, self.tp0, self.fpr0, self.pro0 = fp[:, -1:], tp[:, -1:], x[:, -1:], y[:, -1:]
 
     def result(self) -> dict[str, np.ndarray]:
         """Pixel AUROC, F1-max and PRO of each resample (NaN where it has no defect or no defect-free pixel)."""
         ok = (self.n_pos > 0) & (self.n_neg > 0)
-        nan = np.full(ok.shape, np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return {"pixel_auroc": np.where(ok, self.area2 / (2 * self.n_neg * self.n_pos), nan),
-                    "pixel_f1_max": np.where(ok, self.f1, nan),
-                    "pro": np.where(ok, self.pro_area / self.fpr_limit, nan)}
+        nan = torch.full_like(self.f1, float("nan"))
+        out = {"pixel_auroc": torch.where(ok, self.area2 / (2 * self.n_neg * self.n_pos), nan),
+               "pixel_f1_max": torch.where(ok, self.f1, nan), "pro": torch.where(ok, self.pro_area / self.fpr_limit, nan)}
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+#: Floats per (resamples x thresholds) temporary of ``_Curves.add``: 8 MB on a CPU (cache-sized), 256 MB on a GPU.
+_BUDGET = {"cpu": 1_000_000, "cuda": 32_000_000}
 
 
 def _pixel_metrics(pixels: SortedSamples, n_images: int, weights: np.ndarray, fpr_limit: float,
-                   budget: int = 1_000_000) -> dict[str, np.ndarray]:  # fmt: skip
+                   device: torch.device | str = "cpu") -> dict[str, np.ndarray]:  # fmt: skip
     """Pixel AUROC, PRO and F1-max of every resample at once (``weights``: (B, N) multiplicities), from the corners
-    of the curves (:func:`_corners`), as matrix products of the multiplicities with the per-image counts.
+    of the curves (:func:`_corners`), as matrix products of the multiplicities with the per-image counts, in float64
+    on ``device`` (the run's: on a GPU this is a fraction of a second, on a CPU the bulk of a run's bootstrap).
 
-    The resamples are split between the CPU cores (numpy's products run outside the GIL), and the thresholds into
-    chunks of ``budget`` / (resamples per core) corners, so that each of the (resamples x chunk) temporaries of
-    ``_Curves.add`` holds about ``budget`` floats (8 MB), and the count matrices of one chunk only are held
-    (3 x N x chunk floats): whole, bottle's matrices and temporaries took 2 GB."""
+    On a CPU the resamples are split between the cores, one torch thread each (as numpy's products, torch's run
+    outside the GIL); on a GPU they are one block. The thresholds go in chunks of ``_BUDGET`` / (resamples per
+    block) corners, so that each of the (resamples x chunk) temporaries of ``_Curves.add`` holds about ``_BUDGET``
+    floats, and the count matrices of one chunk only are held (3 x N x chunk floats): whole, bottle's matrices and
+    temporaries took 2 GB."""
+    device = torch.device(device)
     counts = _ImageCounts(pixels, n_images)
     ends = pixels.last[_corners(pixels)]
     per_image = [np.bincount(pixels.groups[pixels.codes == 0], minlength=n_images),
                  np.bincount(pixels.groups[pixels.codes > 0], minlength=n_images),
                  np.bincount(pixels.region_groups[1:][pixels.region_sizes[1:] > 0], minlength=n_images)]
-    blocks = [_Curves(w, per_image, fpr_limit)
-              for w in np.array_split(weights, max(1, min(os.cpu_count() or 1, weights.shape[0])))]
-    chunk = max(1, budget // max(len(block.w) for block in blocks))
-    with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
+
+    def dev(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(device)
+
+    n_blocks = max(1, min(os.cpu_count() or 1, weights.shape[0])) if device.type == "cpu" else 1
+    blocks = [_Curves(dev(w), [dev(c) for c in per_image], fpr_limit) for w in np.array_split(weights, n_blocks)]
+    chunk = max(1, _BUDGET[device.type] // max(len(block.w) for block in blocks))
+    with torch_threads(1 if n_blocks > 1 else None), ThreadPoolExecutor(max_workers=n_blocks) as pool:
         for s in range(0, ends.size, chunk):
-            matrices = counts.at(ends[s:s + chunk])
-            list(pool.map(lambda block: block.add(*matrices), blocks))
+            matrices = [dev(m) for m in counts.at(ends[s:s + chunk])]
+            if n_blocks == 1:  # on the calling thread (a GPU's work stays on one thread)
+                blocks[0].add(*matrices)
+            else:
+                list(pool.map(lambda block: block.add(*matrices), blocks))
     results = [block.result() for block in blocks]
     return {m: np.concatenate([r[m] for r in results]) for m in results[0]}
 
@@ -167,12 +184,13 @@ def stratified_weights(rng: np.random.Generator, labels: np.ndarray) -> np.ndarr
 
 
 def bootstrap_values(maps: Any, masks: Any, scores: Any, labels: Any, n_resamples: int = 1000, seed: int = 0,
-                     fpr_limit: float = 0.3,
-                     progress: bool | None = False) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+                     fpr_limit: float = 0.3, progress: bool | None = False,
+                     device: torch.device | str = "cpu") -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
     """``(estimate, values)``: every metric on the whole test set (:func:`~padim_repro.metrics.evaluate`, NaN where
     undefined) and its ``n_resamples`` resampled values (NaN where undefined on that resample), resample ``b`` being
     the ``b``-th call of :func:`stratified_weights` on ``numpy.random.default_rng(seed)``. Arguments as for
-    :func:`bootstrap_intervals`.
+    :func:`bootstrap_intervals`; the pixel metrics' products run on ``device`` (a run's own: on a GPU they take a
+    fraction of a second, on a CPU most of the bootstrap), in float64 on every device.
     """
     maps_arr, masks_arr = check_maps_masks(maps, masks, "maps", require_3d=True)
     scores_arr, labels_arr = check_scores_labels(scores, labels)
@@ -199,7 +217,7 @@ def bootstrap_values(maps: Any, masks: Any, scores: Any, labels: Any, n_resample
         pixels = sort_samples(maps_arr, masks_arr, groups, regions, n_regions)  # the one sort of the pixels
         del regions, groups
         with reuse_freed_memory():  # blocks of resamples: temporaries of the same sizes, over and over
-            values.update(_pixel_metrics(pixels, n, draws, fpr_limit))
+            values.update(_pixel_metrics(pixels, n, draws, fpr_limit, device))
     return estimate, values
 
 

@@ -142,15 +142,26 @@ def test_mean_interval_narrows_with_independent_categories_and_skips_undefined()
 def test_thresholds_in_chunks_give_the_same_curves(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pixel curves streamed over chunks of corners (each chunk's trapezoids, its PRO cut at the FPR limit,
     carried from the last point of the chunk before) equal the curves over all corners at once."""
-    import functools
-
     from padim_repro.study import uncertainty as U
 
     maps, masks, scores, labels = _run(3, n_good=6, n_defective=10, size=16)
     _, whole = bootstrap_values(maps, masks, scores, labels, n_resamples=8, seed=1)
     pixels = U.sort_samples(maps, masks, np.repeat(np.arange(16), 256).reshape(maps.shape), *U.label_regions(masks))
     assert U._corners(pixels).size > 3  # budget 1: one corner per chunk
-    monkeypatch.setattr(U, "_pixel_metrics", functools.partial(U._pixel_metrics, budget=1))
+    monkeypatch.setitem(U._BUDGET, "cpu", 1)
     _, chunked = bootstrap_values(maps, masks, scores, labels, n_resamples=8, seed=1)
     for m in ("pixel_auroc", "pixel_f1_max", "pro"):
         np.testing.assert_allclose(chunked[m], whole[m], rtol=0, atol=1e-12, err_msg=m)
+
+
+def test_resamples_in_one_block_give_the_same_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resamples split between the cores (CPU) or in one block (GPU) give the same curves."""
+    from padim_repro.study import uncertainty as U
+
+    maps, masks, scores, labels = _run(3, n_good=6, n_defective=10, size=16)
+    monkeypatch.setattr(U.os, "cpu_count", lambda: 4)
+    _, split = bootstrap_values(maps, masks, scores, labels, n_resamples=9, seed=1)
+    monkeypatch.setattr(U.os, "cpu_count", lambda: 1)
+    _, one = bootstrap_values(maps, masks, scores, labels, n_resamples=9, seed=1)
+    for m in ("pixel_auroc", "pixel_f1_max", "pro"):
+        np.testing.assert_allclose(split[m], one[m], rtol=0, atol=1e-12, err_msg=m)
