@@ -44,6 +44,27 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=c.device, help="auto (CUDA if present), cpu or cuda[:N]")
 
 
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``reproduce``, ``ablations`` and ``beyond``: the device, pages or not, and the protocol
+    overrides of quick checks (``bench/check_cuda.py``, the tests)."""
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+    p.add_argument("--pages", action=argparse.BooleanOptionalAction, default=True,
+                   help="execute the book's notebooks (--no-pages: compute and store the results only, which needs "
+                        "no papermill)")  # fmt: skip
+    for name in ("resize", "crop", "batch-size"):
+        p.add_argument(f"--{name}", type=int, default=None,
+                       help=f"override the paper's {name} (quick checks only; results are keyed by it)")  # fmt: skip
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, int]:
+    """The protocol overrides given (``--resize``, ``--crop``, ``--batch-size``)."""
+    return {k: v for k in ("resize", "crop", "batch_size") if (v := getattr(args, k)) is not None}
+
+
+def _mt_size(args: argparse.Namespace) -> dict[str, int]:
+    return {} if args.mt_size is None else {"size": args.mt_size}
+
+
 def config_from_args(args: argparse.Namespace) -> PadimConfig:
     """Build the :class:`~padim_repro.config.PadimConfig` described by parsed arguments."""
     return PadimConfig(backbone=args.backbone, layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
@@ -99,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--book-dir", default="book")
     rep.add_argument("--weights", action="append", default=[], metavar="BACKBONE=SPEC",
                      help="weights per backbone, e.g. resnet18=path/to/ckpt.pth (default tv_in1k)")
-    rep.add_argument("--device", default="auto")
+    _add_study_args(rep)
     rep.add_argument("--force", action="store_true")
 
     dl = sub.add_parser("download",
@@ -128,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
     bey.add_argument("--seeds", default="0,1,2", help="non-aligned dataset versions")
     bey.add_argument("--book-dir", default="book")
-    bey.add_argument("--device", default="auto")
+    bey.add_argument("--mt-size", type=int, default=None,
+                     help="Magnetic Tile image size (default 224; quick checks only)")  # fmt: skip
+    _add_study_args(bey)
     bey.add_argument("--force", action="store_true", help="recompute even if results exist")
 
     abl = sub.add_parser("ablations", help="the paper's ablations (Tables I, II, sigma, preprocessing, the PCA probe) "
@@ -138,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     abl.add_argument("--results", default="results", help="rows go to RESULTS/ablations/EXPERIMENT.csv")
     abl.add_argument("--categories", default="", help="comma-separated (default: all present under --data-root)")
     abl.add_argument("--book-dir", default="book")
-    abl.add_argument("--device", default="auto")
+    _add_study_args(abl)
     abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
 
     cost = sub.add_parser("cost", help="render the Cost page (BOOK_DIR/cost.ipynb) from the figures `make bench` wrote")
@@ -194,7 +217,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     weights = parse_weights(args.weights)
     statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force,
-                         book_dir=args.book_dir)  # fmt: skip
+                         book_dir=args.book_dir, extra_parameters=_overrides(args), pages=args.pages)  # fmt: skip
     return exit_code(statuses)
 
 
@@ -222,7 +245,8 @@ def _beyond(args: argparse.Namespace) -> int:
         args.data_root, args.results, args.weights, book_dir=args.book_dir, force=args.force, mt_root=args.mt_root,
         experiments=_list(args.experiments), categories=_list(args.categories) or None,
         seeds=[int(s) for s in _list(args.seeds)], device=args.device, effnet_weights=args.effnet_weights,
-        effnet_d=[int(d) for d in _list(args.effnet_d)],
+        effnet_d=[int(d) for d in _list(args.effnet_d)], extra_parameters=_overrides(args) | _mt_size(args),
+        pages=args.pages,
     )
     for name, state in status.items():
         print(f"{name}: {state}", file=sys.stderr)
@@ -237,7 +261,8 @@ def _ablations(args: argparse.Namespace) -> int:
     from .ablations import run_ablations
 
     notebooks = run_ablations(args.data_root, args.results, args.weights, _list(args.categories) or None,
-                              args.book_dir, args.force, device=args.device)  # fmt: skip
+                              args.book_dir, args.force, device=args.device, extra_parameters=_overrides(args),
+                              pages=args.pages)  # fmt: skip
     for nb in notebooks:
         print(f"executed notebook: {nb}", file=sys.stderr)
     return 0

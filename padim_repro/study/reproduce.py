@@ -108,10 +108,12 @@ def reproduce(
     force: bool = False,
     book_dir: str | Path = "book",
     extra_parameters: dict[str, Any] | None = None,
+    pages: bool = True,
 ) -> list[RunStatus]:
     """Run every MVTec AD category present for each backbone with the paper's settings; returns the statuses.
 
-    ``extra_parameters`` override settings of every run (the tests use them to shrink images).
+    ``extra_parameters`` override settings of every run (the tests use them to shrink images). ``pages=False``
+    computes (or reuses) the runs and writes the status without executing any notebook (no papermill needed).
     """
     data_root, results, book_dir = Path(data_root), Path(results), Path(book_dir)
     weights = {b: (weights or {}).get(b, "tv_in1k") for b in backbones}
@@ -132,12 +134,13 @@ def reproduce(
             else:
                 config = PadimConfig(backbone=backbone, weights=weights[backbone], device=device,
                                      **(extra_parameters or {}))  # fmt: skip
-                _run_one(status, config, data_root, results, book_dir, force)
+                _run_one(status, config, data_root, results, book_dir, force, pages)
                 print(f"{category:>12} {backbone:<16} {status.status} {status.reason}", file=sys.stderr)
     write_json(results / STATUS_FILE, {"data_root": str(data_root), "weights": weights, "book_dir": str(book_dir),
                                        "runs": [asdict(s) for s in statuses], **provenance()})  # fmt: skip
-    execute("results", book_dir / "results" / "summary.ipynb",
-            {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables")})
+    if pages:
+        execute("results", book_dir / "results" / "summary.ipynb",
+                {"results_root": from_repo(results), "tables_dir": from_repo(results / "tables")})
     for s in statuses:
         if s.status == "failed":
             print(f"FAILED {s.category} {s.backbone}: {s.reason}", file=sys.stderr)
@@ -149,18 +152,22 @@ def _category_order(category: str) -> tuple[int, str]:
 
 
 def _run_one(status: RunStatus, config: PadimConfig, data_root: Path, results: Path, book_dir: Path,
-             force: bool) -> None:  # fmt: skip
+             force: bool, pages: bool = True) -> None:  # fmt: skip
     page = book_dir / "results" / f"{status.category}_{status.backbone}.ipynb"
     t0 = time.perf_counter()
     try:
-        run, _, _ = run_category_notebook(status.category, config, data_root, results, page, force=force)
+        if pages:
+            run, _, _ = run_category_notebook(status.category, config, data_root, results, page, force=force)
+        else:
+            run = run_or_load(status.category, data_root, results, config, force=force)
     except RUN_ERRORS as exc:  # one failing category must not stop the others
         status.status, status.reason = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
-        page.unlink(missing_ok=True)  # a page of an earlier run must not stand for this one
+        if pages:
+            page.unlink(missing_ok=True)  # a page of an earlier run must not stand for this one
     else:
         status.status = "reused" if run.reused else "ran"
         status.run_dir = run.run_dir.relative_to(results).as_posix()
-        status.notebook = page.relative_to(book_dir).as_posix()
+        status.notebook = page.relative_to(book_dir).as_posix() if pages else ""
         status.computed_at, status.run_key = str(run.manifest.get("git_commit") or ""), run.manifest.get("key", "")
     status.seconds = round(time.perf_counter() - t0, 1)
 

@@ -69,8 +69,10 @@ def run_ablations(
     force: bool = False,
     device: str = "auto",
     extra_parameters: dict[str, Any] | None = None,
+    pages: bool = True,
 ) -> list[Path]:
-    """Execute the ablation notebooks into ``BOOK_DIR/ablations/NAME.ipynb``; returns their paths.
+    """Execute the ablation notebooks into ``BOOK_DIR/ablations/NAME.ipynb``; returns their paths (none when
+    ``pages`` is False: the rows are computed and stored, no notebook is executed, no papermill needed).
 
     Resumable: a notebook whose categories already have rows computed from the same settings, data, weights and
     code in ``RESULTS/ablations/EXPERIMENT.csv`` only reads them back (unless ``force``). ``extra_parameters`` go to
@@ -88,6 +90,8 @@ def run_ablations(
     run_experiments({name: {k: v for k, v in extra.items() if k in EXPERIMENT_DEFAULTS[name]} for name in EXPERIMENTS},
                     data_root, weights, categories, results_root, device, force, **common)  # fmt: skip
     log(f"ablations: rows of every experiment in {(time.perf_counter() - t_all) / 60:.1f} min")
+    if not pages:
+        return []
     spec = from_repo(weights) if Path(weights).is_file() else weights
     params = {"categories": list(categories) if categories else None, "data_root": from_repo(data_root),
               "weights": spec, "results_root": from_repo(results_root), "device": device, "force": False,

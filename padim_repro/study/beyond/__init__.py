@@ -40,8 +40,11 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
                experiments: Sequence[str] = tuple(NOTEBOOKS), categories: Sequence[str] | str | None = None,
                seeds: Sequence[int] = NONALIGNED_SEEDS, device: str = "auto",
                effnet_weights: str | None = None, effnet_d: Sequence[int | None] = (100, 0),
-               extra_parameters: dict[str, Any] | None = None) -> dict[str, str]:  # fmt: skip
+               extra_parameters: dict[str, Any] | None = None, pages: bool = True) -> dict[str, str]:  # fmt: skip
     """Execute the notebooks of ``experiments`` into ``BOOK_DIR/beyond/NAME.ipynb``; returns name -> status.
+
+    ``pages=False`` computes and stores each experiment's results (:func:`compute`) without executing its notebook:
+    no papermill needed (``bench/check_cuda.py`` on a GPU machine).
 
     ``mt_root`` defaults to ``magnetic_tile`` beside ``data_root``. An experiment whose data is absent is not run
     (status says why); one that fails does not stop the others (status ``failed: ...``). ``extra_parameters`` are
@@ -70,10 +73,36 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
             continue
         t0 = time.perf_counter()
         try:
-            execute(NOTEBOOKS[name], Path(book_dir) / BEYOND / f"{NOTEBOOKS[name]}.ipynb", {**common, **params[name]})
+            if pages:
+                execute(NOTEBOOKS[name], Path(book_dir) / BEYOND / f"{NOTEBOOKS[name]}.ipynb",
+                        {**common, **params[name]})  # fmt: skip
+            else:
+                compute(name, {**common, **params[name]})
             status[name] = "ran"
         except Exception as exc:  # one failing experiment must not stop the others
             status[name] = f"failed: {type(exc).__name__}: {exc}"[:2000]
             traceback.print_exc()
         print(f"{name}: {status[name]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return status
+
+
+def compute(name: str, p: dict[str, Any]) -> Any:
+    """The results of experiment ``name`` from its notebook's parameters ``p`` (the call its notebook makes)."""
+    shape = {k: p[k] for k in ("resize", "crop", "batch_size") if k in p}
+    common = {"force": p["force"], "device": p["device"]}
+    if name == "nonaligned":
+        from .nonaligned import nonaligned_experiment
+
+        seeds = [int(s) for s in str(p["seeds"]).split(",") if s.strip()]
+        return nonaligned_experiment(p["data_root"], p["results_root"], p["weights"], p["categories"] or None, seeds,
+                                     **common, **shape)  # fmt: skip
+    if name == "efficientnet":
+        from .efficientnet import efficientnet_experiment
+
+        d_list = [int(d) for d in str(p["effnet_d"]).split(",") if d.strip()]
+        return efficientnet_experiment(p["data_root"], p["results_root"], p["weights"], p["effnet_weights"] or None,
+                                       None, d_list, p["categories"] or None, **common, **shape)  # fmt: skip
+    from .magnetic_tile import magnetic_tile_experiment
+
+    return magnetic_tile_experiment(p["mt_root"], p["results_root"], p["weights"], size=p.get("size", 224), **common,
+                                    **{k: v for k, v in shape.items() if k == "batch_size"})  # fmt: skip
