@@ -40,14 +40,17 @@ test: setup
 # in its own .venv-anomalib, then the book's Cost page.
 # BENCH_ROUNDS: paired predict rounds (fit: half as many); ANOMALIB_PAIRS: alternated anomalib / ours processes.
 BENCH_ROUNDS   ?= 9
+# The bench's device: the CPU unless DEVICE names a GPU (`make reproduce` on a GPU machine keeps the CPU figures).
+BENCH_DEVICE   ?= $(if $(filter cuda%,$(DEVICE)),$(DEVICE),cpu)
 ANOMALIB_PAIRS ?= 2
+# DEVICE=cuda: the same figures on the GPU (written beside the CPU's as *_cuda.json; the Cost page shows both).
 bench: setup
 	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --rounds $(BENCH_ROUNDS) \
-	  --json $(RESULTS)/bench/core.json
+	  --device $(BENCH_DEVICE) --json $(RESULTS)/bench/core.json
 	$(PY) bench/bench_aupro.py
 	bash bench/setup_anomalib.sh
 	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --pairs $(ANOMALIB_PAIRS) \
-	  --json $(RESULTS)/bench/anomalib_vs_ours.json
+	  --device $(BENCH_DEVICE) --json $(RESULTS)/bench/anomalib_vs_ours.json
 	$(PY) -m padim_repro cost --results $(RESULTS) --book-dir $(BOOK_DIR)
 
 # One category through the papermill notebook; outputs keyed by config under $(RESULTS)/runs/.
@@ -117,3 +120,13 @@ MT_ROOT ?= $(dir $(patsubst %/,%,$(DATA_ROOT)))magnetic_tile
 beyond: setup
 	$(PY) -m padim_repro beyond --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --results $(RESULTS) --book-dir $(BOOK_DIR) \
 	  --weights $(WEIGHTS_RESNET18) --device $(DEVICE) $(if $(FORCE),--force)
+
+# Every command on a GPU against the CPU (bench/check_cuda.py): run, ablations, beyond and reproduce on a cut-down copy
+# of two categories and of Magnetic Tile, every metric compared (<= 1e-4), timings printed; about 3 min on one GPU.
+# It needs no `make setup` (a GPU machine may have its own torch and no package index): CHECK_PYTHON=python3.
+CHECK_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+CHECK_DEVICE ?= $(if $(filter cuda%,$(DEVICE)),$(DEVICE),cuda)
+.PHONY: check-cuda
+check-cuda:
+	$(CHECK_PYTHON) bench/check_cuda.py --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --weights $(WEIGHTS_RESNET18) \
+	  --device $(CHECK_DEVICE)

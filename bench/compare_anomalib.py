@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,17 +49,25 @@ def main() -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--json", default="results/bench/anomalib_vs_ours.json")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto, for both implementations (default %(default)s)")
+    p.add_argument("--anomalib-python", default=str(ANOMALIB_PY),
+                   help="the interpreter that has anomalib (default: .venv-anomalib's)")  # fmt: skip
     args = p.parse_args()
-    if not ANOMALIB_PY.exists():
-        sys.exit(f"{ANOMALIB_PY} missing: run `bash bench/setup_anomalib.sh` first")
+    from padim_repro.config import resolve_device
+
+    args.device = str(resolve_device(args.device))
+    if args.device.startswith("cuda"):  # the GPU's figures beside the CPU's
+        args.json = str(Path(args.json).with_name(f"{Path(args.json).stem}_cuda{Path(args.json).suffix}"))
+    if not Path(args.anomalib_python).exists() and not shutil.which(args.anomalib_python):
+        sys.exit(f"{args.anomalib_python} missing: run `bash bench/setup_anomalib.sh` first")
     weights = args.weights
     if not Path(weights).is_file():  # e.g. tv_in1k: give both implementations the same tensors, from one file
         weights = export_weights(weights)
-    common = ["--data-root", args.data_root, "--category", args.category, "--weights", weights]
+    common = ["--data-root", args.data_root, "--category", args.category, "--weights", weights, "--device", args.device]
     pairs = []
     for i in range(args.pairs):
         ours = run(sys.executable, "ours_padim.py", common)
-        theirs = run(ANOMALIB_PY, "anomalib_padim.py", common)
+        theirs = run(args.anomalib_python, "anomalib_padim.py", common)
         theirs.pop("channel_idx", None)
         pairs.append({"ours": ours, "anomalib": theirs})
         print(f"pair {i + 1}: inference ms/image ours {1e3 * ours['inference_s_per_image']:.1f}, anomalib "
@@ -77,7 +86,7 @@ def main() -> None:
         summary[key]["ratio_median"] = med(summary[key]["ratio_anomalib_over_ours_per_pair"])
     metrics = {m: {"ours": pairs[0]["ours"][m], "anomalib": pairs[0]["anomalib"][m]}
                for m in ("image_auroc", "pixel_auroc")}
-    write_json(args.json, {"category": args.category, "weights": args.weights, "pairs": pairs,
+    write_json(args.json, {"category": args.category, "weights": args.weights, "device": args.device, "pairs": pairs,
                            "summary": summary, "metrics": metrics, "notes_anomalib": pairs[0]["anomalib"].get("notes")})
     for key, s in summary.items():
         print(f"{key}: ours {s['ours_median']:.4g}, anomalib {s['anomalib_median']:.4g}, "

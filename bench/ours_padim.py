@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--json", required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the model and the preloaded images live")
     args = p.parse_args()
     load_start = os.getloadavg()
     t0 = time.perf_counter()
@@ -39,11 +40,14 @@ def main() -> None:
     test_batches = list(batches(test, args.batch_size))
     test_x, masks = torch.cat([x for x, _ in test_batches]), torch.cat([m for _, m in test_batches]).numpy()
     data_load_s = time.perf_counter() - t0
-    cfg = PadimConfig(weights=args.weights, batch_size=args.batch_size)
+    cfg = PadimConfig(weights=args.weights, batch_size=args.batch_size, device=args.device)
+    train_x, test_x = train_x.to(args.device), test_x.to(args.device)
+    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
     fits, infers = [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         model = Padim(cfg, progress=False).fit(train_x)
+        sync()
         fits.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         maps, scores = model.predict(test_x)
@@ -57,7 +61,8 @@ def main() -> None:
         "inference_s_per_image": med(infers) / len(test), "fit_s_all": fits, "inference_s_all": infers,
         "data_load_s": data_load_s, "load_average_start_end": [load_start, os.getloadavg()],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "torch_threads": torch.get_num_threads(), "versions": package_versions(),
+        "torch_threads": torch.get_num_threads(), "versions": package_versions(), "device": args.device,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None,
     })  # fmt: skip
 
 
