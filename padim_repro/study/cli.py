@@ -166,11 +166,11 @@ def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runs import prepare, run_category
+    from .runs import check_run_folder, prepare, run_category
 
     config = config_from_args(args)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise FileExistsError(f"--out {args.out} is a file; give a folder (it will hold metrics.json, ...)")
+    if args.out:
+        check_run_folder(args.out, "--out")
     run = prepare(args.data_root, args.category, config, args.progress)
     out = Path(args.out) if args.out else run.folder(args.results, args.category)
     record = run_category(args.data_root, args.category, config, out, args.save_model, args.progress, prepared=run)
