@@ -1,8 +1,8 @@
 """Command line: ``python -m padim_repro COMMAND ...`` (``run``, ``category``, ``reproduce``, ``ablations``, ``beyond``,
 ``cost``, ``book``, ``download``; ``--help`` on each).
 
-Every command writes only under ``--results`` and ``--book-dir`` (defaults: the repository's ``results/`` and
-``book/``). Bad input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning
+Every command writes only under ``--results`` and ``--book-dir`` (defaults: ``results`` and, for the repository's
+``results/``, the repository's ``book/``, else ``RESULTS/book``); relative paths are the working directory's. Bad input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning
 (e.g. a metric the test set cannot define) is one line ``warning: ...``.
 """
 
@@ -23,6 +23,8 @@ from .notebooks import NotebookError
 
 #: Errors that are the user's input, or a failed notebook: reported in one line, exit status 2.
 USER_ERRORS = (DataError, WeightsError, NotebookError, ValueError, FileNotFoundError, FileExistsError)
+#: Where the pages go (``--book-dir``; :func:`~padim_repro.study.notebooks.default_book_dir`).
+BOOK_DIR_HELP = "where the pages go (default: book/ for the repository's results/, else RESULTS/book)"
 #: The backbones ``reproduce --weights BACKBONE=SPEC`` knows.
 REPRODUCE_BACKBONES = ("resnet18", "wide_resnet50_2")
 
@@ -96,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="every category present x both backbones, resumable; writes status.json")
     rep.add_argument("--data-root", default="data/mvtec_ad")
     rep.add_argument("--results", default="results")
-    rep.add_argument("--book-dir", default="book")
+    rep.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     rep.add_argument("--weights", action="append", default=[], metavar="BACKBONE=SPEC",
                      help="weights per backbone, e.g. resnet18=path/to/ckpt.pth (default tv_in1k)")
     rep.add_argument("--device", default="auto")
@@ -127,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
     bey.add_argument("--seeds", default="0,1,2", help="non-aligned dataset versions")
-    bey.add_argument("--book-dir", default="book")
+    bey.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     bey.add_argument("--device", default="auto")
     bey.add_argument("--force", action="store_true", help="recompute even if results exist")
 
@@ -137,13 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     abl.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
     abl.add_argument("--results", default="results", help="rows go to RESULTS/ablations/EXPERIMENT.csv")
     abl.add_argument("--categories", default="", help="comma-separated (default: all present under --data-root)")
-    abl.add_argument("--book-dir", default="book")
+    abl.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     abl.add_argument("--device", default="auto")
     abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
 
     cost = sub.add_parser("cost", help="render the Cost page (BOOK_DIR/cost.ipynb) from the figures `make bench` wrote")
     cost.add_argument("--results", default="results", help="the figures are read from RESULTS/bench")
-    cost.add_argument("--book-dir", default="book")
+    cost.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     return parser
 
 
@@ -163,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     """A warning as one line ``warning: ...`` on stderr (instead of Python's file:line and source line)."""
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _book_dir(args: argparse.Namespace) -> Path:
+    """``--book-dir``, or where the pages of ``--results`` go by default."""
+    from .notebooks import default_book_dir
+
+    return Path(args.book_dir) if args.book_dir else default_book_dir(args.results)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -194,7 +203,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     weights = parse_weights(args.weights)
     statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force,
-                         book_dir=args.book_dir)  # fmt: skip
+                         book_dir=_book_dir(args))  # fmt: skip
     return exit_code(statuses)
 
 
@@ -219,7 +228,7 @@ def _beyond(args: argparse.Namespace) -> int:
     from .beyond import run_beyond
 
     status = run_beyond(
-        args.data_root, args.results, args.weights, book_dir=args.book_dir, force=args.force, mt_root=args.mt_root,
+        args.data_root, args.results, args.weights, book_dir=_book_dir(args), force=args.force, mt_root=args.mt_root,
         experiments=_list(args.experiments), categories=_list(args.categories) or None,
         seeds=[int(s) for s in _list(args.seeds)], device=args.device, effnet_weights=args.effnet_weights,
         effnet_d=[int(d) for d in _list(args.effnet_d)],
@@ -237,7 +246,7 @@ def _ablations(args: argparse.Namespace) -> int:
     from .ablations import run_ablations
 
     notebooks = run_ablations(args.data_root, args.results, args.weights, _list(args.categories) or None,
-                              args.book_dir, args.force, device=args.device)  # fmt: skip
+                              _book_dir(args), args.force, device=args.device)  # fmt: skip
     for nb in notebooks:
         print(f"executed notebook: {nb}", file=sys.stderr)
     return 0
@@ -246,7 +255,7 @@ def _ablations(args: argparse.Namespace) -> int:
 def _cost(args: argparse.Namespace) -> int:
     from .notebooks import execute, from_repo
 
-    out = execute("cost", Path(args.book_dir) / "cost.ipynb", {"bench_dir": from_repo(Path(args.results) / "bench")})
+    out = execute("cost", _book_dir(args) / "cost.ipynb", {"bench_dir": from_repo(Path(args.results) / "bench")})
     print(f"executed notebook: {out}", file=sys.stderr)
     return 0
 

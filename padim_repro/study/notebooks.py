@@ -78,7 +78,8 @@ def prepare(source: Path, title: str | None = None) -> nbformat.NotebookNode:
 def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str | Path = REPO_ROOT,
             title: str | None = None) -> Path:  # fmt: skip
     """Run ``notebooks/NAME.ipynb``, prepared for the book (:func:`prepare`, titled ``title`` when given), with
-    ``parameters`` into ``output`` (relative paths: from the repo root).
+    ``parameters`` into ``output`` (a relative path is the working directory's, as every path a command is given;
+    the notebook itself runs in ``cwd``, by default the repository root).
 
     The prepared copy is a hidden file beside the partial one, removed afterwards; the executed notebook records
     the original notebook as papermill's input.
@@ -87,9 +88,7 @@ def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output = Path(output)
-    if not output.is_absolute():
-        output = REPO_ROOT / output
+    output = Path(output).absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     source = NOTEBOOKS / f"{name}.ipynb"
     partial = output.with_name(f".{output.stem}.partial.ipynb")
@@ -119,6 +118,13 @@ def parameters_of(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return meta.get("papermill", {}).get("parameters", {}) or {}
+
+
+def default_book_dir(results: str | Path) -> Path:
+    """Where the pages of ``results`` go when no book folder is given: the repository's ``book/`` for the
+    repository's ``results/``, else ``RESULTS/book`` (other results never rewrite the repository's pages)."""
+    results = Path(results).resolve()
+    return REPO_ROOT / "book" if results == REPO_ROOT / "results" else results / "book"
 
 
 def from_repo(path: str | Path) -> str:

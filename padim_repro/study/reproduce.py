@@ -24,7 +24,7 @@ from ..data import MVTEC_CATEGORIES, DataError, list_categories
 from ..storage import write_json
 from .book import category_title
 from .download import DownloadError, download_mvtec, verify_counts
-from .notebooks import NotebookError, execute, from_repo, parameters_of
+from .notebooks import NotebookError, default_book_dir, execute, from_repo, parameters_of
 from .provenance import provenance
 from .runs import Run, run_or_load
 
@@ -106,14 +106,16 @@ def reproduce(
     backbones: Sequence[str] = PAPER_BACKBONES,
     device: str = "auto",
     force: bool = False,
-    book_dir: str | Path = "book",
+    book_dir: str | Path | None = None,
     extra_parameters: dict[str, Any] | None = None,
 ) -> list[RunStatus]:
     """Run every MVTec AD category present for each backbone with the paper's settings; returns the statuses.
 
-    ``extra_parameters`` override settings of every run (the tests use them to shrink images).
+    ``book_dir`` defaults to :func:`~padim_repro.study.notebooks.default_book_dir`. ``extra_parameters`` override
+    settings of every run (the tests use them to shrink images).
     """
-    data_root, results, book_dir = Path(data_root), Path(results), Path(book_dir)
+    book_dir = Path(book_dir) if book_dir else default_book_dir(results)
+    data_root, results = Path(data_root), Path(results)
     weights = {b: (weights or {}).get(b, "tv_in1k") for b in backbones}
     present = ensure_data(data_root)
     for problem in verify_counts(data_root, present):

@@ -80,3 +80,54 @@ def test_a_failed_rerun_leaves_the_finished_run_valid(data: Path, tmp_path: Path
     _one_error_line(capsys.readouterr().err)
     assert _snapshot(out) == before and is_complete(out)
     assert json.loads((out / MANIFEST_FILE).read_text())["outputs"]["model.pt"]
+
+
+# -- 3. relative paths are the working directory's ----------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tiny_notebook(folder: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Tiny"), nbformat.v4.new_code_cell("x = 1", metadata={"tags": [
+        "parameters"]}), nbformat.v4.new_code_cell("x * 10")]  # fmt: skip
+    nbformat.write(nb, folder / "tiny.ipynb")
+    return folder / "tiny.ipynb"
+
+
+def test_a_relative_notebook_output_is_the_working_directorys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from padim_repro.study import notebooks
+
+    (tmp_path / "src").mkdir()
+    _tiny_notebook(tmp_path / "src")
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", tmp_path / "src")
+    monkeypatch.chdir(tmp_path)
+    out = notebooks.execute("tiny", Path("relbook") / "page.ipynb", {"x": 2}, cwd=tmp_path)
+    assert out == tmp_path / "relbook" / "page.ipynb" and out.is_file()
+    assert not (REPO / "relbook").exists()
+
+
+# -- 4. pages of results that are not the repository's go beside those results ------------------------------------
+@pytest.mark.parametrize("command, target", [
+    ("reproduce", "padim_repro.study.reproduce.reproduce"),
+    ("ablations", "padim_repro.study.ablations.run_ablations"),
+    ("beyond", "padim_repro.study.beyond.run_beyond"),
+    ("cost", "padim_repro.study.notebooks.execute"),
+])  # fmt: skip
+def test_pages_of_other_results_go_beside_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str,
+                                               target: str) -> None:  # fmt: skip
+    seen: list[str] = []
+
+    def capture(*args, **kwargs):
+        seen.append(str(kwargs.get("book_dir") or (args[1] if command == "cost" else args[4])))
+        return {"x": "ran"} if command == "beyond" else []
+
+    monkeypatch.setattr(target, capture)
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--results", "res"]) in (0, 1)
+    assert Path(seen[0]).resolve().is_relative_to(tmp_path / "res"), seen
+    seen.clear()
+    assert main([command, "--results", str(REPO / "results")]) in (0, 1)
+    assert Path(seen[0]).resolve().is_relative_to(REPO / "book"), seen

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..notebooks import execute, from_repo
+from ..notebooks import default_book_dir, execute, from_repo
 from .common import BEYOND
 from .nonaligned import NONALIGNED_SEEDS
 
@@ -35,7 +35,7 @@ NOTEBOOKS = {"nonaligned": "beyond_nonaligned", "efficientnet": "beyond_efficien
              "magnetic_tile": "beyond_magnetic_tile"}  # fmt: skip
 
 
-def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str, book_dir: str | Path = "book",
+def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str, book_dir: str | Path | None = None,
                force: bool = False, mt_root: str | Path | None = None,
                experiments: Sequence[str] = tuple(NOTEBOOKS), categories: Sequence[str] | str | None = None,
                seeds: Sequence[int] = NONALIGNED_SEEDS, device: str = "auto",
@@ -62,6 +62,7 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
         "magnetic_tile": {"mt_root": from_repo(mt_root)},
     }  # fmt: skip
     status: dict[str, str] = {}
+    pages = Path(book_dir) if book_dir else default_book_dir(results_root)
     for name in experiments:
         root = mt_root if name == "magnetic_tile" else data_root
         if not root.is_dir():
@@ -70,7 +71,7 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
             continue
         t0 = time.perf_counter()
         try:
-            execute(NOTEBOOKS[name], Path(book_dir) / BEYOND / f"{NOTEBOOKS[name]}.ipynb", {**common, **params[name]})
+            execute(NOTEBOOKS[name], pages / BEYOND / f"{NOTEBOOKS[name]}.ipynb", {**common, **params[name]})
             status[name] = "ran"
         except Exception as exc:  # one failing experiment must not stop the others
             status[name] = f"failed: {type(exc).__name__}: {exc}"[:2000]
