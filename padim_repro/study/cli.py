@@ -2,8 +2,9 @@
 ``cost``, ``book``, ``download``; ``--help`` on each).
 
 Every command writes only under ``--results`` and ``--book-dir`` (defaults: ``results`` and, for the repository's
-``results/``, the repository's ``book/``, else ``RESULTS/book``); relative paths are the working directory's. Bad input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning
-(e.g. a metric the test set cannot define) is one line ``warning: ...``.
+``results/``, the repository's ``book/``, else ``RESULTS/book``); relative paths are the working directory's. Bad
+input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning (e.g. a metric the
+test set cannot define) is one line ``warning: ...``.
 """
 
 from __future__ import annotations
