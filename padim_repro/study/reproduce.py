@@ -24,7 +24,7 @@ from ..data import MVTEC_CATEGORIES, DataError, list_categories
 from ..storage import write_json
 from .book import category_title
 from .download import DownloadError, download_mvtec, verify_counts
-from .notebooks import NotebookError, default_book_dir, execute, from_repo, parameters_of
+from .notebooks import NotebookError, default_book_dir, execute, from_repo, is_current
 from .provenance import provenance
 from .runs import Run, run_or_load
 
@@ -87,16 +87,18 @@ def run_category_notebook(category: str, config: PadimConfig, data_root: str | P
                           notebook: str | Path | None = None, force: bool = False,
                           progress: bool | None = None) -> tuple[Run, Path, bool]:  # fmt: skip
     """Compute (or reuse) one run, then execute its page, ``notebooks/category.ipynb``, into ``notebook`` (default:
-    ``category.ipynb`` in the run's own folder) unless the page there already shows this run.
+    ``category.ipynb`` in the run's own folder) unless the page there already shows this run, executed from the
+    notebook as it is now (:func:`~padim_repro.study.notebooks.is_current`).
 
     Input errors surface from the run, before any notebook starts. Returns (run, page, whether it was executed).
     """
     run = run_or_load(category, data_root, results, config, force=force, progress=progress)
     out = Path(notebook) if notebook else run.run_dir / "category.ipynb"
     params = notebook_parameters(category, config, data_root, results, run)
-    if not force and out.is_file() and parameters_of(out) == params:
+    title = category_title(category, config.backbone)
+    if not force and is_current(out, "category", params, title):
         return run, out, False
-    return run, execute("category", out, params, title=category_title(category, config.backbone)), True
+    return run, execute("category", out, params, title=title), True
 
 
 def reproduce(

@@ -131,3 +131,23 @@ def test_pages_of_other_results_go_beside_them(tmp_path: Path, monkeypatch: pyte
     seen.clear()
     assert main([command, "--results", str(REPO / "results")]) in (0, 1)
     assert Path(seen[0]).resolve().is_relative_to(REPO / "book"), seen
+
+
+# -- 5. a page is its notebook's content too ------------------------------------------------------------------------
+def test_a_changed_notebook_makes_its_pages_stale(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+
+    from padim_repro.study import notebooks
+    from padim_repro.study.reproduce import run_category_notebook
+
+    src = _tiny_notebook(tmp_path)
+    src.rename(tmp_path / "category.ipynb")
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", tmp_path)
+    page = tmp_path / "page.ipynb"
+    args = (CAT, PadimConfig(**CFG), data, tmp_path / "res", page)
+    assert run_category_notebook(*args)[2] and not run_category_notebook(*args)[2]  # executed, then up to date
+    nb = nbformat.read(tmp_path / "category.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('a new cell')"))
+    nbformat.write(nb, tmp_path / "category.ipynb")
+    assert run_category_notebook(*args)[2]  # the notebook changed: its page is executed again
+    assert "a new cell" in page.read_text()
