@@ -151,3 +151,19 @@ def test_a_changed_notebook_makes_its_pages_stale(data: Path, tmp_path: Path, mo
     nbformat.write(nb, tmp_path / "category.ipynb")
     assert run_category_notebook(*args)[2]  # the notebook changed: its page is executed again
     assert "a new cell" in page.read_text()
+
+
+# -- 9. images of another grid than the model's --------------------------------------------------------------------
+def test_predict_refuses_images_of_another_grid(tmp_path: Path) -> None:
+    import torch
+
+    from padim_repro.model import Padim
+
+    config = PadimConfig(resize=64, crop=64, sigma=2, weights="none", batch_size=4, device="cpu")
+    path = Padim(config, progress=False).fit(torch.rand(4, 3, 64, 64)).save(tmp_path / "m.pt")
+    model = Padim.load(path, progress=False)
+    assert model.predict(torch.rand(2, 3, 64, 64))[0].shape == (2, 64, 64)
+    for shape in ((32, 128), (128, 128)):  # the same number of positions, or another; never matched silently
+        with pytest.raises(ValueError, match=r"16x16") as info:
+            model.predict(torch.rand(2, 3, *shape))
+        assert f"{shape[0] // 4}x{shape[1] // 4} feature grid" in str(info.value)
