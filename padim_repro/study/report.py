@@ -49,6 +49,8 @@ METRIC_LABEL = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro
 THRESHOLDED = ("image_f1_max", "image_ap", "pixel_f1_max", "pixel_ap")
 THRESHOLDED_LABEL = {"image_f1_max": "image F1-max", "image_ap": "image AP", "pixel_f1_max": "pixel F1-max",
                      "pixel_ap": "pixel AP"}  # fmt: skip
+#: Display names of the other metrics a run records.
+OTHER_LABEL = {"per_defect_image_auroc": "per-defect image AUROC"}
 
 SOURCE_NOTE = ("Source marks of the paper's values: R = quoted identically by two independent reproductions; "
                "S2 = agreed by two or more independent summaries of the paper; S1 = one summary; T = the paper's text "
@@ -92,8 +94,8 @@ def _interval_reasons(record: Mapping[str, Any], metrics: Sequence[str]) -> str:
 
 
 def metric_label(metric: str) -> str:
-    """The display name of a paper or thresholded metric ("pixel AUROC", "image F1-max")."""
-    return METRIC_LABEL.get(metric) or THRESHOLDED_LABEL[metric]
+    """The display name of a paper or thresholded metric ("pixel AUROC", "image F1-max"), or of the per-defect one."""
+    return METRIC_LABEL.get(metric) or THRESHOLDED_LABEL.get(metric) or OTHER_LABEL[metric]
 
 
 def _undefined(record: Mapping[str, Any]) -> str:

@@ -167,3 +167,29 @@ def test_predict_refuses_images_of_another_grid(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"16x16") as info:
             model.predict(torch.rand(2, 3, *shape))
         assert f"{shape[0] // 4}x{shape[1] // 4} feature grid" in str(info.value)
+
+
+# -- 7. no good test image: every image metric that needs one is undefined, and said so ---------------------------
+def test_without_good_test_images_no_image_metric_is_a_free_one(data: Path, tmp_path: Path) -> None:
+    import shutil
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from padim_repro.study.plots import plot_per_defect
+    from padim_repro.study.report import metrics_table, thresholded_table
+
+    shutil.rmtree(data / CAT / "test" / "good")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = run_category(data, CAT, PadimConfig(**CFG), tmp_path / "run")
+    for metric in ("image_auroc", "image_f1_max", "image_ap"):  # any scorer gets F1-max and AP 1.0 here
+        assert record[metric] is None and record["undefined"][metric] == "no good test image", metric
+        assert record["intervals"][metric]["low"] is None, metric
+        assert any(f"{metric} is undefined" in str(w.message) for w in caught), metric
+    assert record["per_defect_image_auroc"] is None
+    assert record["undefined"]["per_defect_image_auroc"] == "no good test image"
+    assert record["pixel_auroc"] is not None
+    thresholded_table(record), metrics_table(record)  # the pages say why, and do not fail
+    assert "no good test image" in plot_per_defect(record).axes[0].texts[0].get_text()
