@@ -193,3 +193,19 @@ def test_without_good_test_images_no_image_metric_is_a_free_one(data: Path, tmp_
     assert record["pixel_auroc"] is not None
     thresholded_table(record), metrics_table(record)  # the pages say why, and do not fail
     assert "no good test image" in plot_per_defect(record).axes[0].texts[0].get_text()
+
+
+# -- 8. a defect the crop removes is said --------------------------------------------------------------------------
+def test_a_defect_only_in_the_cropped_border_is_said(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    mask = data / CAT / "ground_truth" / "spot" / "000_mask.png"
+    border = np.zeros((64, 64), np.uint8)
+    border[20:30, :3] = 255  # 64 -> crop 56 removes 4 px on each side
+    Image.fromarray(border, "L").save(mask)
+    assert main(["run", "--category", CAT, "--data-root", str(data), "--out", str(tmp_path / "o"), *SMALL]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and str(mask) in warned[0] and "crop" in warned[0], warned
+    record = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert record["data"]["n_test_defective"] == 2  # still a defective image for the image metrics
