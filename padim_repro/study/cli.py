@@ -10,6 +10,7 @@ test set cannot define) is one line ``warning: ...``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import warnings
@@ -24,6 +25,8 @@ from .notebooks import NotebookError
 
 #: Errors that are the user's input, or a failed notebook: reported in one line, exit status 2.
 USER_ERRORS = (DataError, WeightsError, NotebookError, ValueError, FileNotFoundError, FileExistsError)
+#: Errors of a file system that refuses a write: one line naming the path, exit status 2.
+WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG)
 #: Where the pages go (``--book-dir``; :func:`~padim_repro.study.notebooks.default_book_dir`).
 BOOK_DIR_HELP = "where the pages go (default: book/ for the repository's results/, else RESULTS/book)"
 #: The backbones ``reproduce --weights BACKBONE=SPEC`` knows.
@@ -160,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](args)
         except USER_ERRORS as exc:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # the file system refused a write (read-only, full, ...): the path and the reason
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
             return 2
 
 

@@ -14,6 +14,7 @@ so a page is up to date (:func:`is_current`) only for the same parameters and th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -98,22 +99,20 @@ def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str 
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     prepared = output.with_name(f".{output.stem}.source.partial.ipynb")
     nb = prepare(source, title)
-    nbformat.write(nb, prepared)
     try:
+        nbformat.write(nb, prepared)
         executed = papermill.execute_notebook(str(prepared), str(partial), parameters=parameters, cwd=str(cwd),
                                               progress_bar=False, kernel_name="python3")  # fmt: skip
+        executed.metadata.papermill["input_path"] = str(source)
+        executed.metadata[PAGE_KEY] = {"source_sha256": _content_hash(nb)}
+        nbformat.write(executed, partial)
+        os.replace(partial, output)
     except PapermillExecutionError as exc:
-        partial.unlink(missing_ok=True)
         raise NotebookError(f"notebook {name} failed: {exc.ename}: {_one_line(exc.evalue)}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        prepared.unlink(missing_ok=True)
-    executed.metadata.papermill["input_path"] = str(source)
-    executed.metadata[PAGE_KEY] = {"source_sha256": _content_hash(nb)}
-    nbformat.write(executed, partial)
-    os.replace(partial, output)
+    finally:  # a failed or interrupted execution, or a failed write, leaves neither copy behind
+        for leftover in (prepared, partial):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
     return output
 
 

@@ -21,6 +21,7 @@ interrupted run are removed when the next one starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -206,7 +207,8 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
         return _compute_and_write(data_root, category, config, out_dir, run, staged if save_model else None, t_start,
                                   progress)  # fmt: skip
     finally:
-        staged.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system, the error that matters is the first one
+            staged.unlink(missing_ok=True)
 
 
 def _compute_and_write(data_root: str | Path, category: str, config: PadimConfig, out_dir: Path, run: PreparedRun,

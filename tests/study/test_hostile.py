@@ -209,3 +209,71 @@ def test_a_defect_only_in_the_cropped_border_is_said(data: Path, tmp_path: Path,
     assert len(warned) == 1 and str(mask) in warned[0] and "crop" in warned[0], warned
     record = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert record["data"]["n_test_defective"] == 2  # still a defective image for the image metrics
+
+
+# -- 10. a read-only file system, a full disk ----------------------------------------------------------------------
+@pytest.fixture
+def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path/ro``, where creating a file or folder fails as on a read-only file system (tests run as root, whom
+    chmod does not stop)."""
+    import errno
+    import os
+
+    ro = tmp_path / "ro"
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path) -> None:
+        if Path(os.fsdecode(path)).absolute().is_relative_to(ro):
+            raise OSError(errno.EROFS, "Read-only file system", os.fsdecode(path))
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return ro
+
+
+@pytest.fixture
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file written through :func:`padim_repro.storage.atomic_write` fills the disk after 100 bytes."""
+    import errno
+    import io
+
+    from padim_repro import storage
+
+    class Full(io.BufferedWriter):
+        def write(self, b) -> int:
+            if self.tell() + len(b) > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    real_fdopen = storage.os.fdopen
+    monkeypatch.setattr(storage.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode, buffering=0)))
+
+
+def test_a_read_only_results_folder_is_one_error_line(data: Path, read_only: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    for argv in (["run", "--results", str(read_only), "--no-progress"], ["run", "--out", str(read_only / "o")],
+                 ["category", "--results", str(read_only)]):  # fmt: skip
+        assert main([*argv, "--category", CAT, "--data-root", str(data), *SMALL[:-1]]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert str(read_only) in line and "Read-only file system" in line, line
+
+
+@pytest.mark.parametrize("save_model", [False, True])
+def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(data: Path, tmp_path: Path, disk_full: None,
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       save_model: bool) -> None:  # fmt: skip
+    out = tmp_path / "o"
+    argv = ["run", "--category", CAT, "--data-root", str(data), "--out", str(out), *SMALL]
+    assert main(argv + (["--save-model"] if save_model else [])) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(out) in line and "No space left on device" in line, line
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and not is_complete(out)
