@@ -277,3 +277,27 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(data: Pat
     line = _one_error_line(capsys.readouterr().err)
     assert str(out) in line and "No space left on device" in line, line
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and not is_complete(out)
+
+
+# -- 12. the hub out of reach: one line, at once ----------------------------------------------------------------------
+def test_hub_weights_out_of_reach_are_one_line_fast(data: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_")) and "proxy" not in k.lower()}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9",  # an empty cache, a closed port
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
+    argv = [sys.executable, "-m", "padim_repro", "run", "--category", CAT, "--data-root", str(data), "--out",
+            str(tmp_path / "o"), *SMALL[2:], "--weights", "tv_in1k"]  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=40)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the hub's retries went on for more than 40 s")
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert "tv_in1k" in line and "--weights" in line and "127.0.0.1:9" in line, line
+    assert time.monotonic() - t0 < 20
+
