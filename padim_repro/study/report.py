@@ -39,11 +39,15 @@ from .display import (
     sourced,
     table,
 )
-from .runs import BOOTSTRAP, METRICS_FILE
+from .runs import BOOTSTRAP, METRICS_FILE, is_complete
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 #: Statuses of runs whose results exist (computed by this invocation, or reused).
 DONE = ("ran", "reused")
+#: The status of a run that ``status.json`` lists as done but whose folder no longer holds it whole.
+INCOMPLETE = "incomplete"
+INCOMPLETE_REASON = ("run folder incomplete: its manifest.json is missing or an output changed since the run "
+                     "finished; rerun make reproduce")  # fmt: skip
 METRIC_LABEL = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}
 #: The thresholded metrics every run records beyond the paper's (:mod:`padim_repro.metrics.thresholded`).
 THRESHOLDED = ("image_f1_max", "image_ap", "pixel_f1_max", "pixel_ap")
@@ -196,7 +200,9 @@ def record_values(record: Mapping[str, Any]) -> dict[str, float]:
 
 def runs_frame(results_root: str | Path) -> pd.DataFrame:
     """One row per (category, backbone) of the last reproduction: status, reason and metrics (fractions), with the
-    thresholded metrics and every metric's interval bounds (:func:`record_values`)."""
+    thresholded metrics and every metric's interval bounds (:func:`record_values`). A run is reported only while it
+    is complete (:func:`~padim_repro.study.runs.is_complete`: its manifest vouches for every output); else its
+    status is :data:`INCOMPLETE`."""
     status = load_status(results_root)
     if status is None:
         return pd.DataFrame(columns=["category", "backbone", "group", "status", "reason", *METRICS])
@@ -204,7 +210,9 @@ def runs_frame(results_root: str | Path) -> pd.DataFrame:
     for run in status["runs"]:
         row = {k: run[k] for k in ("category", "backbone", "status", "reason", "run_dir", "notebook")}
         row["group"] = category_group(run["category"])
-        if run["status"] in DONE:
+        if run["status"] in DONE and not is_complete(Path(results_root) / run["run_dir"], required=(METRICS_FILE,)):
+            row["status"], row["reason"] = INCOMPLETE, INCOMPLETE_REASON
+        elif run["status"] in DONE:
             rec = json.loads((Path(results_root) / run["run_dir"] / METRICS_FILE).read_text())
             row.update(record_values(rec))
             row["seconds_fit"] = rec["timings"]["fit_s"]
@@ -293,9 +301,10 @@ def thresholded_display(runs: pd.DataFrame, backbone: str) -> Table | None:
 
 
 def coverage_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Category x backbone grid of what was run, and why not where it was not."""
+    """Category x backbone grid of what was run (and on what, when not the official data), and why not where it was
+    not."""
     def cell(r: pd.Series) -> str:
-        return r.status if r.status in DONE else f"{r.status}: {r.reason.split(':')[0]}"
+        return r.status if r.status in DONE and not r.reason else f"{r.status}: {r.reason.split(':')[0]}"
 
     if runs.empty:
         return pd.DataFrame()

@@ -5,7 +5,8 @@ identity exists (:func:`padim_repro.study.runs.run_or_load`: settings, data cont
 page (``BOOK/results/CATEGORY_BACKBONE.ipynb``, the executed category notebook) is executed unless it already shows
 exactly that run (it records the run's manifest hash). One failing run does not stop the rest; what could not be run
 (absent categories, unavailable weights) and what failed is recorded with the reason, in one line, in
-``RESULTS/status.json``, which says for every run whether it was computed now or reused and from which commit.
+``RESULTS/status.json``, which says for every run whether it was computed now or reused and from which commit, and,
+for a category whose image counts differ from the official ones, that difference (the book's coverage shows it).
 Everything is written under ``results`` and ``book_dir``; nothing elsewhere.
 """
 
@@ -120,7 +121,8 @@ def reproduce(
     data_root, results = Path(data_root), Path(results)
     weights = {b: (weights or {}).get(b, "tv_in1k") for b in backbones}
     present = ensure_data(data_root)
-    for problem in verify_counts(data_root, present):
+    counts = {c: problems[0] for c in present if (problems := verify_counts(data_root, [c]))}
+    for problem in counts.values():
         print(f"warning: {problem}", file=sys.stderr)
     categories = sorted(set(present) | set(MVTEC_CATEGORIES), key=_category_order)
     statuses: list[RunStatus] = []
@@ -137,6 +139,8 @@ def reproduce(
                 config = PadimConfig(backbone=backbone, weights=weights[backbone], device=device,
                                      **(extra_parameters or {}))  # fmt: skip
                 _run_one(status, config, data_root, results, book_dir, force)
+                if status.status in ("ran", "reused") and category in counts:  # the book says so (coverage)
+                    status.reason = f"not the official image counts ({counts[category].split(': ', 1)[1]})"
                 print(f"{category:>12} {backbone:<16} {status.status} {status.reason}", file=sys.stderr)
     write_json(results / STATUS_FILE, {"data_root": str(data_root), "weights": weights, "book_dir": str(book_dir),
                                        "runs": [asdict(s) for s in statuses], **provenance()})  # fmt: skip

@@ -301,3 +301,38 @@ def test_hub_weights_out_of_reach_are_one_line_fast(data: Path, tmp_path: Path) 
     assert "tv_in1k" in line and "--weights" in line and "127.0.0.1:9" in line, line
     assert time.monotonic() - t0 < 20
 
+
+
+# -- 6. the report shows complete runs only, and says when a category was not whole ---------------------------------
+def test_the_report_leaves_out_a_run_that_lost_its_manifest(data: Path, tmp_path: Path) -> None:
+    from padim_repro.study.report import DONE, runs_frame
+
+    res = tmp_path / "res"
+    run_category(data, CAT, PadimConfig(**CFG), res / "runs" / CAT / "r")
+    (res / "status.json").write_text(json.dumps({"runs": [{"category": CAT, "backbone": "resnet18", "status": "ran",
+                                                          "reason": "", "run_dir": f"runs/{CAT}/r", "notebook": ""}]}))
+    assert runs_frame(res).status.tolist() == ["ran"]
+    (res / "runs" / CAT / "r" / MANIFEST_FILE).unlink()
+    (row,) = runs_frame(res).itertuples()
+    assert row.status not in DONE and "manifest" in row.reason
+
+
+def test_a_category_with_other_counts_than_the_official_is_said_in_the_book(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from padim_repro.study import reproduce as R
+    from padim_repro.study.report import coverage_table, runs_frame
+
+    make_synthetic_category(tmp_path / "data", "bottle", n_train=4, n_test_good=2, n_test_defect=1, size=32)
+
+    def ran(status, config, data_root, results, book_dir, force) -> None:  # the run itself is not the point here
+        run_category(data_root, status.category, config, results / "runs" / status.category / "r")
+        status.status, status.run_dir = "ran", f"runs/{status.category}/r"
+
+    monkeypatch.setattr(R, "_run_one", ran)
+    monkeypatch.setattr(R, "execute", lambda *a, **k: None)
+    R.reproduce(tmp_path / "data", tmp_path / "res", {"resnet18": "none"}, backbones=("resnet18",),
+                book_dir=tmp_path / "book", extra_parameters={"resize": 32, "crop": 32, "batch_size": 8})  # fmt: skip
+    runs = runs_frame(tmp_path / "res")
+    (row,) = runs[runs.category == "bottle"].itertuples()
+    assert row.status == "ran" and "official" in row.reason and "(4, 4, 2)" in row.reason, row.reason
+    assert "official" in coverage_table(runs).loc["bottle", "resnet18"]
