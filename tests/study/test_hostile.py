@@ -35,8 +35,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 # -- 1. --out on a folder that is not a run's ----------------------------------------------------------------------
-def test_out_on_a_folder_of_the_users_is_refused_and_nothing_is_touched(data: Path, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_out_on_a_folder_of_the_users_is_refused_and_nothing_is_touched(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "manifest.json").write_text('{"my": "manifest"}')
@@ -286,7 +286,8 @@ def test_hub_weights_out_of_reach_are_one_line_fast(data: Path, tmp_path: Path) 
     import sys
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_")) and "proxy" not in k.lower()}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "TRANSFORMERS_")) and "proxy" not in k.lower()}  # fmt: skip
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9",  # an empty cache, a closed port
                PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
     argv = [sys.executable, "-m", "padim_repro", "run", "--category", CAT, "--data-root", str(data), "--out",
@@ -317,8 +318,8 @@ def test_the_report_leaves_out_a_run_that_lost_its_manifest(data: Path, tmp_path
     assert row.status not in DONE and "manifest" in row.reason
 
 
-def test_a_category_with_other_counts_than_the_official_is_said_in_the_book(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_category_with_other_counts_than_the_official_is_said_in_the_book(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from padim_repro.study import reproduce as R
     from padim_repro.study.report import coverage_table, runs_frame
 
