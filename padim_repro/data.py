@@ -14,13 +14,15 @@ Masks: **any non-zero mask pixel is a defect pixel** (MVTec AD's masks are 0/255
 defective; ``mask_threshold`` of :class:`MVTecDataset`). Values are compared as stored (16/32-bit masks are resized
 in their own mode, never clipped to 8 bits); a colour mask pixel's value is its largest channel. A defect image
 whose mask has no defect pixel is refused when the mask is loaded: it would silently count as defective without a
-single defect pixel (nothing to localise, and a NaN pixel AUROC if every mask is so).
+single defect pixel (nothing to localise, and a NaN pixel AUROC if every mask is so). A defect that lies only in the
+border the crop removes is a warning naming the mask: the image is still defective (image metrics), without pixels.
 
 Every error names the file or folder at fault.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +290,11 @@ class MVTecDataset(torch.utils.data.Dataset):
             m = torch.zeros(self.crop, self.crop, dtype=torch.bool)
         else:
             m = preprocess_mask(mask, self.resize, self.crop, self.mask_threshold)
+            if not m.any() and not self.allow_empty_masks:
+                s = self.samples[i]
+                warnings.warn(f"mask {s.mask_path}: the defect of {s.image_path} lies only in the border that the "
+                              f"resize to {self.resize} and center crop to {self.crop} remove; the image counts as "
+                              "defective for the image metrics but adds no defect pixel", stacklevel=2)  # fmt: skip
         return x, m, self.samples[i].label
 
     @property

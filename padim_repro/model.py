@@ -130,6 +130,7 @@ class Padim:
         maps, scores = [], []
         with reuse_freed_memory():
             for emb in _embedding_groups(self._embed(images, "predict"), SCORE_GROUP):
+                self._check_grid(tuple(emb.shape[2:]))
                 t0 = time.perf_counter()
                 dist = mahalanobis(emb, self.mean_, self.precision_)
                 self._tick("mahalanobis_s", t0)
@@ -139,6 +140,15 @@ class Padim:
                 maps.append(amap.cpu())
                 scores.append(image_scores(amap).cpu())
         return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+    def _check_grid(self, grid: tuple[int, ...]) -> None:
+        """Refuse embeddings whose grid is not the fitted one: each position has its own Gaussian (Sec. 3.2), so a
+        grid of another shape, even with as many positions, would be matched to the wrong Gaussians."""
+        if grid != tuple(self.grid_size_):
+            (h, w), (fh, fw) = grid, self.grid_size_
+            raise ValueError(f"predict: these images give a {h}x{w} feature grid, but the model was fitted on a "
+                             f"{fh}x{fw} grid ({self.config.crop}x{self.config.crop} images); preprocess them as "
+                             "for the fit (same resize and crop)")  # fmt: skip
 
     # -- persistence -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

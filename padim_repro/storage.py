@@ -7,6 +7,7 @@ atomic on POSIX file systems).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,11 +25,33 @@ import numpy as np
 RECORDED_PACKAGES = ("padim-repro", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow")
 
 
+class StorageError(OSError):
+    """A file could not be written (a read-only file system, a full disk, ...): ``str()`` is one line, the path and
+    the system's reason."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``, itself or in its chain (``torch.save`` turns a failed write into a RuntimeError)."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    A failure of the file system (:class:`StorageError`, naming ``path``) leaves ``path`` as it was and no
+    temporary file behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as fh:
@@ -36,9 +59,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc) if isinstance(exc, Exception) else None
+        if cause is None or isinstance(exc, StorageError):
+            raise
+        raise StorageError(cause.errno, cause.strerror or str(cause), str(path)) from exc
     return path
 
 

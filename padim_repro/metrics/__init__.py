@@ -92,8 +92,9 @@ def evaluate(
     dict
         Every name of :data:`PAPER_METRICS` and :data:`THRESHOLDED_METRICS` (``image_ap`` / ``pixel_ap``: average
         precision) as a fraction in [0, 1], ``per_defect_image_auroc`` ({defect_type: float}), and ``undefined``:
-        {metric: why} for the metrics the test set cannot define (no good image: no image AUROC; no defective
-        image or no defect pixel: no image or pixel metric), which are None, never NaN.
+        {metric: why} for the metrics the test set cannot define (no good or no defective image: no image metric,
+        since with defective images only any scorer gets F1-max and AP 1; no defect pixel or no defect-free pixel:
+        no pixel metric), which are None, never NaN.
     """
     maps_arr, masks_arr = check_maps_masks(anomaly_maps, masks, "anomaly_maps", require_3d=True)
     scores_arr, labels_arr = check_scores_labels(image_scores, labels)
@@ -106,15 +107,12 @@ def evaluate(
     n_good = labels_arr.size - n_defective
     out: dict[str, Any] = dict.fromkeys(PAPER_METRICS + THRESHOLDED_METRICS)
     undefined: dict[str, str] = {}
-    if n_defective:
+    if n_defective and n_good:
         image = binary_curve(scores_arr, labels_arr)
-        out["image_f1_max"], out["image_ap"] = f1_max(image), average_precision(image)
-        if n_good:
-            out["image_auroc"] = auroc(image)
-        else:
-            undefined["image_auroc"] = "no good test image"
-    else:
-        undefined.update(dict.fromkeys(("image_auroc", "image_f1_max", "image_ap"), "no defective test image"))
+        out["image_auroc"], out["image_f1_max"], out["image_ap"] = auroc(image), f1_max(image), average_precision(image)
+    else:  # without both classes no image metric measures anything (with defects only, any scorer gets F1 and AP 1)
+        why = "no good test image" if n_defective else "no defective test image"
+        undefined.update(dict.fromkeys(("image_auroc", "image_f1_max", "image_ap", "per_defect_image_auroc"), why))
     if masks_arr.any() and not masks_arr.all():
         pixels = region_curve(maps_arr, masks_arr, pro_until_fpr=fpr_limit)
         out["pixel_auroc"], out["pixel_f1_max"] = auroc(pixels), f1_max(pixels)
@@ -125,7 +123,7 @@ def evaluate(
         undefined.update(dict.fromkeys(("pixel_auroc", "pro", "pixel_f1_max", "pixel_ap"), why))
     out["per_defect_image_auroc"] = (
         {str(k): float(v) for k, v in per_defect_image_auroc(scores_arr, labels_arr, defect_types).items()}
-        if n_good and n_defective else {}
+        if n_good and n_defective else None
     )  # fmt: skip
     out["undefined"] = undefined
     return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}

@@ -1,14 +1,16 @@
 """Command line: ``python -m padim_repro COMMAND ...`` (``run``, ``category``, ``reproduce``, ``ablations``, ``beyond``,
 ``cost``, ``book``, ``download``; ``--help`` on each).
 
-Every command writes only under ``--results`` and ``--book-dir`` (defaults: the repository's ``results/`` and
-``book/``). Bad input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning
-(e.g. a metric the test set cannot define) is one line ``warning: ...``.
+Every command writes only under ``--results`` and ``--book-dir`` (defaults: ``results`` and, for the repository's
+``results/``, the repository's ``book/``, else ``RESULTS/book``); relative paths are the working directory's. Bad
+input ends with one line ``error: ...`` naming the file or option, and exit status 2; a warning (e.g. a metric the
+test set cannot define) is one line ``warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import warnings
@@ -23,6 +25,10 @@ from .notebooks import NotebookError
 
 #: Errors that are the user's input, or a failed notebook: reported in one line, exit status 2.
 USER_ERRORS = (DataError, WeightsError, NotebookError, ValueError, FileNotFoundError, FileExistsError)
+#: Errors of a file system that refuses a write: one line naming the path, exit status 2.
+WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG)
+#: Where the pages go (``--book-dir``; :func:`~padim_repro.study.notebooks.default_book_dir`).
+BOOK_DIR_HELP = "where the pages go (default: book/ for the repository's results/, else RESULTS/book)"
 #: The backbones ``reproduce --weights BACKBONE=SPEC`` knows.
 REPRODUCE_BACKBONES = ("resnet18", "wide_resnet50_2")
 
@@ -117,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="every category present x both backbones, resumable; writes status.json")
     rep.add_argument("--data-root", default="data/mvtec_ad")
     rep.add_argument("--results", default="results")
-    rep.add_argument("--book-dir", default="book")
+    rep.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     rep.add_argument("--weights", action="append", default=[], metavar="BACKBONE=SPEC",
                      help="weights per backbone, e.g. resnet18=path/to/ckpt.pth (default tv_in1k)")
     _add_study_args(rep)
@@ -148,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     bey.add_argument("--experiments", default="nonaligned,efficientnet,magnetic_tile")
     bey.add_argument("--categories", default="", help="MVTec AD categories, comma-separated (default: all present)")
     bey.add_argument("--seeds", default="0,1,2", help="non-aligned dataset versions")
-    bey.add_argument("--book-dir", default="book")
+    bey.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     bey.add_argument("--mt-size", type=int, default=None,
                      help="Magnetic Tile image size (default 224; quick checks only)")  # fmt: skip
     _add_study_args(bey)
@@ -160,13 +166,13 @@ def _parser() -> argparse.ArgumentParser:
     abl.add_argument("--weights", default="tv_in1k", help="ResNet-18 weights: tv_in1k (hub) or a local checkpoint")
     abl.add_argument("--results", default="results", help="rows go to RESULTS/ablations/EXPERIMENT.csv")
     abl.add_argument("--categories", default="", help="comma-separated (default: all present under --data-root)")
-    abl.add_argument("--book-dir", default="book")
+    abl.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     _add_study_args(abl)
     abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
 
     cost = sub.add_parser("cost", help="render the Cost page (BOOK_DIR/cost.ipynb) from the figures `make bench` wrote")
     cost.add_argument("--results", default="results", help="the figures are read from RESULTS/bench")
-    cost.add_argument("--book-dir", default="book")
+    cost.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     return parser
 
 
@@ -181,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except USER_ERRORS as exc:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
+        except OSError as exc:  # the file system refused a write (read-only, full, ...): the path and the reason
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+            return 2
 
 
 def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
@@ -188,12 +199,19 @@ def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> N
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _book_dir(args: argparse.Namespace) -> Path:
+    """``--book-dir``, or where the pages of ``--results`` go by default."""
+    from .notebooks import default_book_dir
+
+    return Path(args.book_dir) if args.book_dir else default_book_dir(args.results)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from .runs import prepare, run_category
+    from .runs import check_run_folder, prepare, run_category
 
     config = config_from_args(args)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise FileExistsError(f"--out {args.out} is a file; give a folder (it will hold metrics.json, ...)")
+    if args.out:
+        check_run_folder(args.out, "--out")
     run = prepare(args.data_root, args.category, config, args.progress)
     out = Path(args.out) if args.out else run.folder(args.results, args.category)
     record = run_category(args.data_root, args.category, config, out, args.save_model, args.progress, prepared=run)
@@ -217,7 +235,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     weights = parse_weights(args.weights)
     statuses = reproduce(args.data_root, args.results, weights, device=args.device, force=args.force,
-                         book_dir=args.book_dir, extra_parameters=_overrides(args), pages=args.pages)  # fmt: skip
+                         book_dir=_book_dir(args), extra_parameters=_overrides(args), pages=args.pages)  # fmt: skip
     return exit_code(statuses)
 
 
@@ -242,7 +260,7 @@ def _beyond(args: argparse.Namespace) -> int:
     from .beyond import run_beyond
 
     status = run_beyond(
-        args.data_root, args.results, args.weights, book_dir=args.book_dir, force=args.force, mt_root=args.mt_root,
+        args.data_root, args.results, args.weights, book_dir=_book_dir(args), force=args.force, mt_root=args.mt_root,
         experiments=_list(args.experiments), categories=_list(args.categories) or None,
         seeds=[int(s) for s in _list(args.seeds)], device=args.device, effnet_weights=args.effnet_weights,
         effnet_d=[int(d) for d in _list(args.effnet_d)], extra_parameters=_overrides(args) | _mt_size(args),
@@ -261,7 +279,7 @@ def _ablations(args: argparse.Namespace) -> int:
     from .ablations import run_ablations
 
     notebooks = run_ablations(args.data_root, args.results, args.weights, _list(args.categories) or None,
-                              args.book_dir, args.force, device=args.device, extra_parameters=_overrides(args),
+                              _book_dir(args), args.force, device=args.device, extra_parameters=_overrides(args),
                               pages=args.pages)  # fmt: skip
     for nb in notebooks:
         print(f"executed notebook: {nb}", file=sys.stderr)
@@ -271,7 +289,7 @@ def _ablations(args: argparse.Namespace) -> int:
 def _cost(args: argparse.Namespace) -> int:
     from .notebooks import execute, from_repo
 
-    out = execute("cost", Path(args.book_dir) / "cost.ipynb", {"bench_dir": from_repo(Path(args.results) / "bench")})
+    out = execute("cost", _book_dir(args) / "cost.ipynb", {"bench_dir": from_repo(Path(args.results) / "bench")})
     print(f"executed notebook: {out}", file=sys.stderr)
     return 0
 

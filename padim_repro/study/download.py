@@ -4,6 +4,9 @@ Sources are tried in order (``MVTEC_URLS``): anomalib's current archive, then th
 serve the same file (sha256 ``MVTEC_SHA256``). Each source gets ``retries`` attempts with exponential backoff; an
 HTTP error (404, ...) moves on to the next source at once.
 
+A transfer that stalls (fewer than ``STALL`` bytes per interval, e.g. a server that trickles a byte at a time)
+ends its attempt like a broken one.
+
 Resume: bytes go to ``ROOT/mvtec_anomaly_detection.tar.xz.partial``. When a transfer breaks (dropped connection,
 fewer bytes than ``Content-Length``), the next attempt - an automatic retry or a later rerun - asks for the rest
 with ``Range: bytes=N-``; it appends on a ``206`` whose ``Content-Range`` starts at N and starts over from zero on a
@@ -62,6 +65,9 @@ MVTEC_COUNTS: dict[str, tuple[int, int, int]] = {
 }  # fmt: skip
 
 _CHUNK = 1 << 20
+#: The stall deadline of a transfer: at least this many bytes every this many seconds, or the attempt ends (the
+#: socket timeout alone bounds each read, not a server that trickles a byte at a time).
+STALL: tuple[float, int] = (60.0, 64 * 1024)
 
 
 class DownloadError(DataError):
@@ -107,8 +113,9 @@ def _writing(path: Path) -> Iterator[None]:
         raise DownloadError(f"cannot write {path} ({exc.strerror or exc}); check the folder and rerun") from exc
 
 
-def _fetch(url: str, partial: Path, timeout: float, progress: bool | None) -> None:
-    """One attempt: continue ``partial`` from its size (Range) or write it from zero; raises on any failure."""
+def _fetch(url: str, partial: Path, timeout: float, progress: bool | None, stall: tuple[float, int] = STALL) -> None:
+    """One attempt: continue ``partial`` from its size (Range) or write it from zero; raises on any failure, and
+    :class:`_Transient` when fewer than ``stall[1]`` bytes arrive in ``stall[0]`` seconds (:data:`STALL`)."""
     offset = partial.stat().st_size if partial.is_file() else 0
     headers = {"User-Agent": "padim-repro", **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
@@ -118,7 +125,7 @@ def _fetch(url: str, partial: Path, timeout: float, progress: bool | None) -> No
             exc.close()
             with _writing(partial):
                 partial.unlink()
-            return _fetch(url, partial, timeout, progress)
+            return _fetch(url, partial, timeout, progress, stall)
         raise
     with resp:
         resumed = resp.status == 206
@@ -131,15 +138,22 @@ def _fetch(url: str, partial: Path, timeout: float, progress: bool | None) -> No
         length = int(cl) if (cl := resp.headers.get("Content-Length", "")).isdigit() else None
         with _writing(partial):
             fh = open(partial, "ab" if resumed else "wb")
-        got = 0
+        got, (window_s, window_bytes) = 0, stall
+        window_start, window_got = time.monotonic(), 0
         try:
             with tqdm(total=None if length is None else offset + length, initial=offset, unit="B", unit_scale=True,
                       unit_divisor=1024, desc="MVTec AD", disable=None if progress is None else not progress) as bar:
-                while block := resp.read(_CHUNK):
+                while block := resp.read1(_CHUNK):  # what has arrived (read() would wait for the whole chunk)
                     with _writing(partial):
                         fh.write(block)
                     got += len(block)
                     bar.update(len(block))
+                    window_got += len(block)
+                    if (elapsed := time.monotonic() - window_start) >= window_s:
+                        if window_got < window_bytes:
+                            raise _Transient(f"stalled: {window_got} bytes in {elapsed:.0f} s (fewer than "
+                                             f"{window_bytes} per {window_s:g} s) after {offset + got} bytes")
+                        window_start, window_got = time.monotonic(), 0
         finally:
             with _writing(partial):
                 fh.close()
@@ -155,7 +169,7 @@ def _describe(exc: BaseException, timeout: float) -> str:
 
 
 def _download(urls: Sequence[str], root: Path, retries: int, backoff: float, timeout: float,
-              progress: bool | None) -> str:  # fmt: skip
+              progress: bool | None, stall: tuple[float, int] = STALL) -> str:  # fmt: skip
     """Fetch the archive from the first source that works into ``root/ARCHIVE_NAME``; returns that URL."""
     partial, failures = root / (ARCHIVE_NAME + ".partial"), []
     for url in urls:
@@ -164,7 +178,7 @@ def _download(urls: Sequence[str], root: Path, retries: int, backoff: float, tim
             if k:
                 time.sleep(backoff * 2 ** (k - 1))
             try:
-                _fetch(url, partial, timeout, progress)
+                _fetch(url, partial, timeout, progress, stall)
                 with _writing(root / ARCHIVE_NAME):
                     partial.replace(root / ARCHIVE_NAME)
                 return url
@@ -229,11 +243,13 @@ def download_mvtec(
     timeout: float = 30.0,
     progress: bool | None = None,
     expected_counts: dict[str, tuple[int, int, int]] | None = MVTEC_COUNTS,
+    stall: tuple[float, int] = STALL,
 ) -> list[str]:
     """Download (resuming), verify and extract MVTec AD into ``root``; returns the categories now under ``root``.
 
     ``urls`` are tried in order, each up to ``retries`` times with a ``backoff * 2**k`` s pause; ``progress=None``
-    shows the bar only on a terminal; ``expected_counts=None`` skips the per-category count check.
+    shows the bar only on a terminal; ``expected_counts=None`` skips the per-category count check; an attempt that
+    receives fewer than ``stall[1]`` bytes in ``stall[0]`` seconds ends (the partial file is kept for a resume).
     """
     root = Path(root)
     with _writing(root):
@@ -243,7 +259,7 @@ def download_mvtec(
         print(f"{archive} does not have sha256 {sha256}: deleting it and downloading again", file=sys.stderr)
         archive.unlink()
     if not archive.is_file():
-        url = _download(urls, root, retries, backoff, timeout, progress)
+        url = _download(urls, root, retries, backoff, timeout, progress, stall)
         if (digest := _sha256(archive)) != sha256:
             archive.unlink()
             raise DownloadError(f"sha256 of {archive} (from {url}) is {digest}, expected {sha256}: the file was "

@@ -8,11 +8,14 @@ resumed run) expects a finished one; a failed execution's partial file is remove
 What is executed is a copy of the notebook prepared for the book (:func:`prepare`): every code cell is tagged
 ``hide-input``, so its page opens on the results, each cell's code folded behind a "show" toggle, and the title can
 be replaced by the page's own (a category page is titled ``bottle — ResNet-18``, not with the notebook's generic
-heading). The notebooks under ``notebooks/`` are never modified.
+heading). The notebooks under ``notebooks/`` are never modified. A page records the hash of the notebook it was executed from,
+so a page is up to date (:func:`is_current`) only for the same parameters and the same notebook content.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
+#: The executed notebook's metadata key for what it was executed from (:func:`is_current`).
+PAGE_KEY = "padim_repro"
 #: Jupyter Book's cell tag that folds a code cell's input behind a "show" toggle; its outputs stay visible.
 HIDE_INPUT = "hide-input"
 #: Cells left as they are: the parameter cell is folded whole by the book (``togglebutton_selector`` in
@@ -78,7 +83,8 @@ def prepare(source: Path, title: str | None = None) -> nbformat.NotebookNode:
 def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str | Path = REPO_ROOT,
             title: str | None = None) -> Path:  # fmt: skip
     """Run ``notebooks/NAME.ipynb``, prepared for the book (:func:`prepare`, titled ``title`` when given), with
-    ``parameters`` into ``output`` (relative paths: from the repo root).
+    ``parameters`` into ``output`` (a relative path is the working directory's, as every path a command is given;
+    the notebook itself runs in ``cwd``, by default the repository root).
 
     The prepared copy is a hidden file beside the partial one, removed afterwards; the executed notebook records
     the original notebook as papermill's input.
@@ -87,29 +93,45 @@ def execute(name: str, output: str | Path, parameters: dict[str, Any], cwd: str 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output = Path(output)
-    if not output.is_absolute():
-        output = REPO_ROOT / output
+    output = Path(output).absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     source = NOTEBOOKS / f"{name}.ipynb"
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     prepared = output.with_name(f".{output.stem}.source.partial.ipynb")
-    nbformat.write(prepare(source, title), prepared)
+    nb = prepare(source, title)
     try:
+        nbformat.write(nb, prepared)
         executed = papermill.execute_notebook(str(prepared), str(partial), parameters=parameters, cwd=str(cwd),
                                               progress_bar=False, kernel_name="python3")  # fmt: skip
+        executed.metadata.papermill["input_path"] = str(source)
+        executed.metadata[PAGE_KEY] = {"source_sha256": _content_hash(nb)}
+        nbformat.write(executed, partial)
+        os.replace(partial, output)
     except PapermillExecutionError as exc:
-        partial.unlink(missing_ok=True)
         raise NotebookError(f"notebook {name} failed: {exc.ename}: {_one_line(exc.evalue)}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        prepared.unlink(missing_ok=True)
-    executed.metadata.papermill["input_path"] = str(source)
-    nbformat.write(executed, partial)
-    os.replace(partial, output)
+    finally:  # a failed or interrupted execution, or a failed write, leaves neither copy behind
+        for leftover in (prepared, partial):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
     return output
+
+
+def _content_hash(nb: nbformat.NotebookNode) -> str:
+    """sha256 of a prepared notebook's content (cells, metadata, title): what its pages were executed from."""
+    import nbformat
+
+    return hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
+
+
+def is_current(page: str | Path, name: str, parameters: dict[str, Any], title: str | None = None) -> bool:
+    """Whether ``page`` is what :func:`execute` would make of ``notebooks/NAME.ipynb`` now: run with the same
+    ``parameters``, from the same notebook content (a cell added or changed since makes the page stale)."""
+    try:
+        meta = json.loads(Path(page).read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        return False
+    recorded = meta.get(PAGE_KEY, {}).get("source_sha256")
+    return parameters_of(page) == parameters and recorded == _content_hash(prepare(NOTEBOOKS / f"{name}.ipynb", title))
 
 
 def parameters_of(path: str | Path) -> dict[str, Any]:
@@ -119,6 +141,13 @@ def parameters_of(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return meta.get("papermill", {}).get("parameters", {}) or {}
+
+
+def default_book_dir(results: str | Path) -> Path:
+    """Where the pages of ``results`` go when no book folder is given: the repository's ``book/`` for the
+    repository's ``results/``, else ``RESULTS/book`` (other results never rewrite the repository's pages)."""
+    results = Path(results).resolve()
+    return REPO_ROOT / "book" if results == REPO_ROOT / "results" else results / "book"
 
 
 def from_repo(path: str | Path) -> str:

@@ -37,8 +37,14 @@ def plot_curves(pred: dict[str, np.ndarray], record: dict[str, Any]) -> plt.Figu
 
 
 def plot_per_defect(record: dict[str, Any]) -> plt.Figure:
-    """Image AUROC of each defect type against the good test images."""
+    """Image AUROC of each defect type against the good test images (a note saying why, where it is undefined)."""
     per = record["per_defect_image_auroc"]
+    if not per:
+        why = (record.get("undefined") or {}).get("per_defect_image_auroc", "no defect type")
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.text(0.5, 0.5, f"per-defect image AUROC undefined: {why}", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
     names = sorted(per, key=per.get)
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     ax.barh(names, [per[n] for n in names])

@@ -39,16 +39,22 @@ from .display import (
     sourced,
     table,
 )
-from .runs import BOOTSTRAP, METRICS_FILE
+from .runs import BOOTSTRAP, METRICS_FILE, is_complete
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 #: Statuses of runs whose results exist (computed by this invocation, or reused).
 DONE = ("ran", "reused")
+#: The status of a run that ``status.json`` lists as done but whose folder no longer holds it whole.
+INCOMPLETE = "incomplete"
+INCOMPLETE_REASON = ("run folder incomplete: its manifest.json is missing or an output changed since the run "
+                     "finished; rerun make reproduce")  # fmt: skip
 METRIC_LABEL = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}
 #: The thresholded metrics every run records beyond the paper's (:mod:`padim_repro.metrics.thresholded`).
 THRESHOLDED = ("image_f1_max", "image_ap", "pixel_f1_max", "pixel_ap")
 THRESHOLDED_LABEL = {"image_f1_max": "image F1-max", "image_ap": "image AP", "pixel_f1_max": "pixel F1-max",
                      "pixel_ap": "pixel AP"}  # fmt: skip
+#: Display names of the other metrics a run records.
+OTHER_LABEL = {"per_defect_image_auroc": "per-defect image AUROC"}
 
 SOURCE_NOTE = ("Source marks of the paper's values: R = quoted identically by two independent reproductions; "
                "S2 = agreed by two or more independent summaries of the paper; S1 = one summary; T = the paper's text "
@@ -92,8 +98,8 @@ def _interval_reasons(record: Mapping[str, Any], metrics: Sequence[str]) -> str:
 
 
 def metric_label(metric: str) -> str:
-    """The display name of a paper or thresholded metric ("pixel AUROC", "image F1-max")."""
-    return METRIC_LABEL.get(metric) or THRESHOLDED_LABEL[metric]
+    """The display name of a paper or thresholded metric ("pixel AUROC", "image F1-max"), or of the per-defect one."""
+    return METRIC_LABEL.get(metric) or THRESHOLDED_LABEL.get(metric) or OTHER_LABEL[metric]
 
 
 def _undefined(record: Mapping[str, Any]) -> str:
@@ -194,7 +200,9 @@ def record_values(record: Mapping[str, Any]) -> dict[str, float]:
 
 def runs_frame(results_root: str | Path) -> pd.DataFrame:
     """One row per (category, backbone) of the last reproduction: status, reason and metrics (fractions), with the
-    thresholded metrics and every metric's interval bounds (:func:`record_values`)."""
+    thresholded metrics and every metric's interval bounds (:func:`record_values`). A run is reported only while it
+    is complete (:func:`~padim_repro.study.runs.is_complete`: its manifest vouches for every output); else its
+    status is :data:`INCOMPLETE`."""
     status = load_status(results_root)
     if status is None:
         return pd.DataFrame(columns=["category", "backbone", "group", "status", "reason", *METRICS])
@@ -202,7 +210,9 @@ def runs_frame(results_root: str | Path) -> pd.DataFrame:
     for run in status["runs"]:
         row = {k: run[k] for k in ("category", "backbone", "status", "reason", "run_dir", "notebook")}
         row["group"] = category_group(run["category"])
-        if run["status"] in DONE:
+        if run["status"] in DONE and not is_complete(Path(results_root) / run["run_dir"], required=(METRICS_FILE,)):
+            row["status"], row["reason"] = INCOMPLETE, INCOMPLETE_REASON
+        elif run["status"] in DONE:
             rec = json.loads((Path(results_root) / run["run_dir"] / METRICS_FILE).read_text())
             row.update(record_values(rec))
             row["seconds_fit"] = rec["timings"]["fit_s"]
@@ -291,9 +301,10 @@ def thresholded_display(runs: pd.DataFrame, backbone: str) -> Table | None:
 
 
 def coverage_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Category x backbone grid of what was run, and why not where it was not."""
+    """Category x backbone grid of what was run (and on what, when not the official data), and why not where it was
+    not."""
     def cell(r: pd.Series) -> str:
-        return r.status if r.status in DONE else f"{r.status}: {r.reason.split(':')[0]}"
+        return r.status if r.status in DONE and not r.reason else f"{r.status}: {r.reason.split(':')[0]}"
 
     if runs.empty:
         return pd.DataFrame()

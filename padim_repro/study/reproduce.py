@@ -5,7 +5,8 @@ identity exists (:func:`padim_repro.study.runs.run_or_load`: settings, data cont
 page (``BOOK/results/CATEGORY_BACKBONE.ipynb``, the executed category notebook) is executed unless it already shows
 exactly that run (it records the run's manifest hash). One failing run does not stop the rest; what could not be run
 (absent categories, unavailable weights) and what failed is recorded with the reason, in one line, in
-``RESULTS/status.json``, which says for every run whether it was computed now or reused and from which commit.
+``RESULTS/status.json``, which says for every run whether it was computed now or reused and from which commit, and,
+for a category whose image counts differ from the official ones, that difference (the book's coverage shows it).
 Everything is written under ``results`` and ``book_dir``; nothing elsewhere.
 """
 
@@ -24,7 +25,7 @@ from ..data import MVTEC_CATEGORIES, DataError, list_categories
 from ..storage import write_json
 from .book import category_title
 from .download import DownloadError, download_mvtec, verify_counts
-from .notebooks import NotebookError, execute, from_repo, parameters_of
+from .notebooks import NotebookError, default_book_dir, execute, from_repo, is_current
 from .provenance import provenance
 from .runs import Run, run_or_load
 
@@ -87,16 +88,18 @@ def run_category_notebook(category: str, config: PadimConfig, data_root: str | P
                           notebook: str | Path | None = None, force: bool = False,
                           progress: bool | None = None) -> tuple[Run, Path, bool]:  # fmt: skip
     """Compute (or reuse) one run, then execute its page, ``notebooks/category.ipynb``, into ``notebook`` (default:
-    ``category.ipynb`` in the run's own folder) unless the page there already shows this run.
+    ``category.ipynb`` in the run's own folder) unless the page there already shows this run, executed from the
+    notebook as it is now (:func:`~padim_repro.study.notebooks.is_current`).
 
     Input errors surface from the run, before any notebook starts. Returns (run, page, whether it was executed).
     """
     run = run_or_load(category, data_root, results, config, force=force, progress=progress)
     out = Path(notebook) if notebook else run.run_dir / "category.ipynb"
     params = notebook_parameters(category, config, data_root, results, run)
-    if not force and out.is_file() and parameters_of(out) == params:
+    title = category_title(category, config.backbone)
+    if not force and is_current(out, "category", params, title):
         return run, out, False
-    return run, execute("category", out, params, title=category_title(category, config.backbone)), True
+    return run, execute("category", out, params, title=title), True
 
 
 def reproduce(
@@ -106,19 +109,22 @@ def reproduce(
     backbones: Sequence[str] = PAPER_BACKBONES,
     device: str = "auto",
     force: bool = False,
-    book_dir: str | Path = "book",
+    book_dir: str | Path | None = None,
     extra_parameters: dict[str, Any] | None = None,
     pages: bool = True,
 ) -> list[RunStatus]:
     """Run every MVTec AD category present for each backbone with the paper's settings; returns the statuses.
 
-    ``extra_parameters`` override settings of every run (the tests use them to shrink images). ``pages=False``
-    computes (or reuses) the runs and writes the status without executing any notebook (no papermill needed).
+    ``book_dir`` defaults to :func:`~padim_repro.study.notebooks.default_book_dir`. ``extra_parameters`` override
+    settings of every run (the tests use them to shrink images). ``pages=False`` computes (or reuses) the runs and
+    writes the status without executing any notebook (no papermill needed).
     """
-    data_root, results, book_dir = Path(data_root), Path(results), Path(book_dir)
+    book_dir = Path(book_dir) if book_dir else default_book_dir(results)
+    data_root, results = Path(data_root), Path(results)
     weights = {b: (weights or {}).get(b, "tv_in1k") for b in backbones}
     present = ensure_data(data_root)
-    for problem in verify_counts(data_root, present):
+    counts = {c: problems[0] for c in present if (problems := verify_counts(data_root, [c]))}
+    for problem in counts.values():
         print(f"warning: {problem}", file=sys.stderr)
     categories = sorted(set(present) | set(MVTEC_CATEGORIES), key=_category_order)
     statuses: list[RunStatus] = []
@@ -135,6 +141,8 @@ def reproduce(
                 config = PadimConfig(backbone=backbone, weights=weights[backbone], device=device,
                                      **(extra_parameters or {}))  # fmt: skip
                 _run_one(status, config, data_root, results, book_dir, force, pages)
+                if status.status in ("ran", "reused") and category in counts:  # the book says so (coverage)
+                    status.reason = f"not the official image counts ({counts[category].split(': ', 1)[1]})"
                 print(f"{category:>12} {backbone:<16} {status.status} {status.reason}", file=sys.stderr)
     write_json(results / STATUS_FILE, {"data_root": str(data_root), "weights": weights, "book_dir": str(book_dir),
                                        "runs": [asdict(s) for s in statuses], **provenance()})  # fmt: skip

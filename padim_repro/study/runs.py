@@ -11,13 +11,17 @@ recomputes the run in place.
 A folder holds ``metrics.json`` (metrics, settings, timings, data counts, weights, versions, commit),
 ``predictions.npz`` (image scores, labels, defect types, float16 anomaly maps and bit-packed masks, for figures),
 optionally ``model.pt``, and ``manifest.json``: the identity, the data fingerprint and every output with its
-sha256. The manifest is removed when a run starts and written last, atomically, so :func:`is_complete` (the
-manifest is there, names the same identity, and every output still has its hash) never trusts a half-written or
-stale run; temporary files left by an interrupted run are removed when the next one starts.
+sha256. The manifest is removed once every input is read and every number computed, just before the outputs are
+written, and written last, atomically, so :func:`is_complete` (the manifest is there, names the same identity, and
+every output still has its hash) never trusts a half-written or stale run, while a rerun that fails on its inputs
+(an unreadable image, an empty mask) leaves the finished run valid. A run writes only into a new or empty folder or
+a run's own (marked ``.padim_repro_run``), never into a folder of the user's; temporary files left by an
+interrupted run are removed when the next one starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -32,7 +36,7 @@ from ..config import PadimConfig
 from ..data import MVTecDataset, batches, category_group, load_category
 from ..metrics import evaluate
 from ..model import Padim
-from ..storage import sha256_file, write_json, write_npz
+from ..storage import sha256_file, write_json, write_npz, write_text
 from .identity import code_fingerprint, data_fingerprint, identity_key, sample_files
 from .provenance import provenance
 from .uncertainty import bootstrap_values, intervals_from_values
@@ -41,6 +45,10 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
+#: Marks a folder as a run's (:func:`start_outputs`): only such a folder (or an empty one) is written into.
+RUN_MARK = ".padim_repro_run"
+#: ``model.pt`` of a run being computed, renamed into place with the other outputs (:func:`replace_outputs`).
+STAGED_MODEL_FILE = ".model.pt.staged.tmp"
 #: The study modules whose code, with the method's, computes a run.
 CODE = ("study/runs.py", "study/uncertainty.py")
 #: The bootstrap of every run's metrics (:func:`~padim_repro.study.uncertainty.bootstrap_intervals`): resamples,
@@ -151,13 +159,38 @@ def fit_evaluate(config: PadimConfig, train: MVTecDataset, test: MVTecDataset, p
     return add_metrics(fit_predict(config, train, test, progress, model))
 
 
+def check_run_folder(out_dir: str | Path, what: str = "output folder") -> None:
+    """Refuse ``out_dir`` (a FileExistsError naming it as ``what``) unless a run may write there: it does not exist
+    yet, is empty, or is a run's folder (:data:`RUN_MARK`, or a run's manifest). A folder of the user's is never
+    cleared or overwritten, whatever its files are called."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{what} {out_dir} is a file; give a folder (it will hold {METRICS_FILE}, ...)")
+    if not out_dir.is_dir() or (out_dir / RUN_MARK).is_file() or not any(out_dir.iterdir()):
+        return
+    manifest = read_manifest(out_dir)
+    if not (isinstance(manifest, dict) and {"key", "identity", "outputs"} <= manifest.keys()):
+        names = sorted(p.name for p in out_dir.iterdir())
+        raise FileExistsError(f"{what} {out_dir} is not empty and not a run's folder (it holds "
+                              f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): its files are left as "
+                              "they are; give a new or empty folder")  # fmt: skip
+
+
 def start_outputs(out_dir: Path) -> None:
-    """Before writing outputs: the folder no longer claims to be complete, and an interrupted run's leftovers (its
-    temporary files) are gone."""
+    """Before a run computes anything: the folder may hold a run (:func:`check_run_folder`), is marked as a run's,
+    and an interrupted run's leftovers (its temporary files) are gone. A finished run there stays valid until
+    :func:`replace_outputs`, so a run that fails (an unreadable image, a full disk) loses nothing."""
+    check_run_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    write_text(out_dir / RUN_MARK, "padim_repro run folder: its files are written and removed by padim_repro\n")
     for tmp in out_dir.glob(".*.tmp"):
         tmp.unlink()
+
+
+def replace_outputs(out_dir: Path) -> None:
+    """Once every input is read and every number computed, just before the outputs are written: the folder no
+    longer claims to be complete (its manifest goes first, and is written again last)."""
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
 
 
 def run_category(data_root: str | Path, category: str, config: PadimConfig, out_dir: str | Path,
@@ -169,8 +202,22 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
     t_start = time.perf_counter()
     run = prepared or prepare(data_root, category, config, progress)
     start_outputs(out_dir)
+    staged = out_dir / STAGED_MODEL_FILE
+    try:
+        return _compute_and_write(data_root, category, config, out_dir, run, staged if save_model else None, t_start,
+                                  progress)  # fmt: skip
+    finally:
+        with contextlib.suppress(OSError):  # on a read-only file system, the error that matters is the first one
+            staged.unlink(missing_ok=True)
+
+
+def _compute_and_write(data_root: str | Path, category: str, config: PadimConfig, out_dir: Path, run: PreparedRun,
+                       staged: Path | None, t_start: float, progress: bool | None) -> dict[str, Any]:  # fmt: skip
+    """:func:`run_category` once the folder is ready: every number first (the model, if asked, saved to ``staged``),
+    then the outputs (:func:`replace_outputs`), the manifest last."""
     res = fit_predict(config, run.train, run.test, progress, model=run.model)
-    outputs = [run.model.save(out_dir / MODEL_FILE)] if save_model else []
+    if staged is not None:
+        run.model.save(staged)
     device = str(run.model.device)
     res.pop("model")
     run.model = None  # the Gaussians are not needed to evaluate: free them first (peak memory)
@@ -204,6 +251,8 @@ def run_category(data_root: str | Path, category: str, config: PadimConfig, out_
         "torch_threads": torch.get_num_threads(),
         **provenance(),
     }
+    replace_outputs(out_dir)
+    outputs = [staged.replace(out_dir / MODEL_FILE)] if staged is not None else []
     mask_arr = res["masks"]
     paths = np.array([str(s.image_path.relative_to(Path(data_root))) for s in test.samples])
     outputs.append(write_npz(out_dir / PREDICTIONS_FILE, scores=res["scores"].astype(np.float32), labels=labels,

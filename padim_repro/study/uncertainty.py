@@ -52,12 +52,11 @@ METRICS = PAPER_METRICS + tuple(m for m in THRESHOLDED_METRICS if m != "pixel_ap
 
 def _image_metrics(image: SortedSamples, weights: np.ndarray) -> dict[str, float]:
     """The image metrics of the test set in which image ``i`` appears ``weights[i]`` times; NaN where undefined
-    (as :func:`~padim_repro.metrics.evaluate`: image AUROC needs both classes, F1 and AP a defective image)."""
+    (as :func:`~padim_repro.metrics.evaluate`: each needs both classes)."""
     out = dict.fromkeys(("image_auroc", "image_f1_max", "image_ap"), float("nan"))
     im = weighted_curve(image, weights)
-    if im.n_pos > 0:
-        out["image_auroc"] = auroc(im) if im.n_neg > 0 else float("nan")
-        out["image_f1_max"], out["image_ap"] = f1_max(im), average_precision(im)
+    if im.n_pos > 0 and im.n_neg > 0:
+        out["image_auroc"], out["image_f1_max"], out["image_ap"] = auroc(im), f1_max(im), average_precision(im)
     return out
 
 

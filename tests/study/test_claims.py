@@ -59,6 +59,8 @@ def _fake_results(root, values: dict[str, float], spread: float = 0.01):
     """A results folder as `make reproduce` leaves it, for two MVTec AD categories (R18 run, WR50 not)."""
     import json
 
+    from padim_repro.study.runs import write_manifest
+
     rng = np.random.default_rng(0)
     runs = []
     for cat, v in values.items():
@@ -68,6 +70,7 @@ def _fake_results(root, values: dict[str, float], spread: float = 0.01):
                                            "intervals": {m: {"low": v - 0.02, "high": v + 0.02} for m in E.METRICS}}
         (root / run_dir / "metrics.json").write_text(json.dumps(rec))
         np.savez(root / run_dir / "bootstrap.npz", **{m: rng.normal(v, spread, 1000) for m in E.METRICS})
+        write_manifest(root / run_dir, "x", {}, [root / run_dir / "metrics.json", root / run_dir / "bootstrap.npz"])
         runs.append({"category": cat, "backbone": "resnet18", "status": "ran", "reason": "", "run_dir": run_dir,
                      "notebook": ""})
         runs.append({"category": cat, "backbone": "wide_resnet50_2", "status": "not run",

@@ -66,8 +66,10 @@ class Server:
     range_support: bool = True
     drop_after: int | None = None  # first request for a file: full Content-Length, then only this many bytes
     bad_range_start: bool = False  # answer 206 with a Content-Range starting at 0 whatever was asked
+    trickle: float | None = None  # send the body one byte every this many seconds
     requests: list[dict] = field(default_factory=list)
     base: str = ""
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str = PATH) -> str:
         return self.base + path
@@ -107,6 +109,13 @@ def server() -> Iterator[Server]:
             if state.drop_after is not None and len(state.requests) == 1:
                 body = body[: state.drop_after]  # then the connection closes (HTTP/1.0)
             record["sent"] = len(body)
+            if state.trickle is not None:
+                for i in range(len(body)):
+                    if state.stop.wait(state.trickle):  # the test is over: stop trickling
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    record["trickled"] = i + 1
             self.wfile.write(body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -115,6 +124,7 @@ def server() -> Iterator[Server]:
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
+    state.stop.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join(5)
@@ -279,3 +289,29 @@ def test_download_command_uses_given_url_and_sha(server: Server, tmp_path: Path,
     assert "widget" in capsys.readouterr().err
     assert [r["path"] for r in server.requests] == ["/mirror.tar.gz"]
     assert (tmp_path / "widget" / "test" / "contamination" / "000.png").is_file()
+
+
+def test_a_stalled_transfer_ends_with_one_line_and_keeps_the_partial(server: Server, tmp_path: Path) -> None:
+    import time
+
+    server.files[PATH], server.trickle = ARCHIVE, 0.1  # headers, then 1 byte every 0.1 s: never a socket timeout
+    result: list[BaseException | list[str]] = []
+    fast = {**FAST, "stall": (0.6, 100)}  # at least 100 bytes every 0.6 s
+
+    def attempt() -> None:
+        try:
+            result.append(download_mvtec(tmp_path, [server.url()], SHA, **fast))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            result.append(exc)
+
+    t0 = time.monotonic()
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the download hung on a trickling server"
+    (error,) = result
+    assert isinstance(error, DownloadError) and "\n" not in str(error) and "stalled" in str(error), error
+    assert time.monotonic() - t0 < 10 and len(server.requests) == 2  # each attempt ends after about 0.6 s
+    partial = tmp_path / (ARCHIVE_NAME + ".partial")
+    assert 0 < partial.stat().st_size < len(ARCHIVE)  # kept for a resume
+    assert server.requests[1]["range"].startswith("bytes=") and server.requests[1]["range"] != "bytes=0-"  # resumed

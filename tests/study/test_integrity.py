@@ -116,6 +116,8 @@ def test_a_run_is_complete_only_when_its_manifest_vouches_for_every_output(data:
 
 def test_an_interrupted_run_leaves_no_manifest_and_its_temporary_files_go(data: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from padim_repro.study import runs
+
     out = tmp_path / "run"
     run_category(data, CAT, PadimConfig(**CFG), out)
     (out / ".model.pt.abc123.tmp").write_bytes(b"x" * 1000)  # what a SIGKILL during a save leaves
@@ -126,8 +128,18 @@ def test_an_interrupted_run_leaves_no_manifest_and_its_temporary_files_go(data: 
     monkeypatch.setattr(Padim, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         run_category(data, CAT, PadimConfig(**CFG), out, save_model=True)
-    assert not (out / MANIFEST_FILE).exists() and not is_complete(out)  # the old manifest went first
+    assert is_complete(out)  # killed before any output was replaced: the finished run is still whole
     assert not list(out.glob(".*.tmp"))  # removed when the run started
+    monkeypatch.undo()
+
+    def killed_writing(path, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "write_json", killed_writing)  # killed while the outputs are being replaced
+    with pytest.raises(KeyboardInterrupt):
+        run_category(data, CAT, PadimConfig(**CFG), out, save_model=True)
+    assert not (out / MANIFEST_FILE).exists() and not is_complete(out)  # the old manifest went first
+    assert not list(out.glob(".*.tmp"))
 
 
 # -- 3. writes outside --results ----------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ def test_a_test_set_without_good_images_records_the_undefined_metric(data: Path,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         record = run_category(data, CAT, PadimConfig(**CFG), tmp_path / "run")
-    assert record["image_auroc"] is None and record["undefined"] == {"image_auroc": "no good test image"}
+    assert record["image_auroc"] is None and record["undefined"]["image_auroc"] == "no good test image"
     assert record["pixel_auroc"] is not None and "NaN" not in (tmp_path / "run" / "metrics.json").read_text()
     assert any("image_auroc is undefined" in str(w.message) for w in caught)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ...backbones import build_backbone
 from ...data import DataError, list_categories
-from ..notebooks import execute, from_repo
+from ..notebooks import default_book_dir, execute, from_repo
 from .embeddings import BACKBONE, LAYERS, CategoryEmbedder, Embeddings, log
 from .experiments import (
     ABLATIONS_DIR,
@@ -65,7 +65,7 @@ def run_ablations(
     results_root: str | Path,
     weights: str,
     categories: Sequence[str] | None = None,
-    book_dir: str | Path = "book",
+    book_dir: str | Path | None = None,
     force: bool = False,
     device: str = "auto",
     extra_parameters: dict[str, Any] | None = None,
@@ -96,10 +96,10 @@ def run_ablations(
     params = {"categories": list(categories) if categories else None, "data_root": from_repo(data_root),
               "weights": spec, "results_root": from_repo(results_root), "device": device, "force": False,
               **common, **extra}  # fmt: skip
-    out = []
+    out, pages = [], Path(book_dir) if book_dir else default_book_dir(results_root)
     for name in NOTEBOOKS:
         t0 = time.perf_counter()
-        out.append(execute(name, Path(book_dir) / ABLATIONS_DIR / f"{name}.ipynb", params))
+        out.append(execute(name, pages / ABLATIONS_DIR / f"{name}.ipynb", params))
         log(f"{name}: executed in {time.perf_counter() - t0:.0f} s -> {out[-1]}")
     log(f"ablations: {len(out)} notebooks in {(time.perf_counter() - t_all) / 60:.1f} min")
     return out

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..notebooks import execute, from_repo
+from ..notebooks import default_book_dir, execute, from_repo
 from .common import BEYOND
 from .nonaligned import NONALIGNED_SEEDS
 
@@ -35,7 +35,7 @@ NOTEBOOKS = {"nonaligned": "beyond_nonaligned", "efficientnet": "beyond_efficien
              "magnetic_tile": "beyond_magnetic_tile"}  # fmt: skip
 
 
-def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str, book_dir: str | Path = "book",
+def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str, book_dir: str | Path | None = None,
                force: bool = False, mt_root: str | Path | None = None,
                experiments: Sequence[str] = tuple(NOTEBOOKS), categories: Sequence[str] | str | None = None,
                seeds: Sequence[int] = NONALIGNED_SEEDS, device: str = "auto",
@@ -65,6 +65,7 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
         "magnetic_tile": {"mt_root": from_repo(mt_root)},
     }  # fmt: skip
     status: dict[str, str] = {}
+    book = Path(book_dir) if book_dir else default_book_dir(results_root)
     for name in experiments:
         root = mt_root if name == "magnetic_tile" else data_root
         if not root.is_dir():
@@ -74,7 +75,7 @@ def run_beyond(data_root: str | Path, results_root: str | Path, weights_r18: str
         t0 = time.perf_counter()
         try:
             if pages:
-                execute(NOTEBOOKS[name], Path(book_dir) / BEYOND / f"{NOTEBOOKS[name]}.ipynb",
+                execute(NOTEBOOKS[name], book / BEYOND / f"{NOTEBOOKS[name]}.ipynb",
                         {**common, **params[name]})  # fmt: skip
             else:
                 compute(name, {**common, **params[name]})

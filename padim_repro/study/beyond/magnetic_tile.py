@@ -43,7 +43,7 @@ from ..identity import code_fingerprint, data_fingerprint, identity_key, sample_
 from ..plots import select_examples
 from ..provenance import provenance
 from ..report import METRIC_LABEL, METRICS
-from ..runs import fit_evaluate, is_complete, settings, start_outputs, write_manifest
+from ..runs import fit_evaluate, is_complete, replace_outputs, settings, start_outputs, write_manifest
 from .common import beyond_dir, config_text, info_table, per_defect_metrics, provenance_rows, write_csv
 
 #: The dataset's defect folders (without the ``MT_`` prefix) and the defect-free one.
@@ -267,6 +267,7 @@ def magnetic_tile_experiment(mt_root: str | Path, results_root: str | Path, weig
         overall = {"scope": "all defects", "n defective": int(res["labels"].sum()),
                    "n good": int((res["labels"] == 0).sum()), **{m: res["metrics"][m] for m in METRICS}}  # fmt: skip
         per = per_defect_metrics(res["maps"], res["masks"], res["scores"], res["labels"], res["defect_types"])
+        replace_outputs(folder)
         write_csv(files["metrics"], pd.concat([pd.DataFrame([overall]), per], ignore_index=True))
         write_csv(files["scores"], pd.DataFrame({
             "image": [str(s.image_path.relative_to(Path(mt_root))) for s in test.samples],
