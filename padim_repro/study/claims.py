@@ -485,9 +485,10 @@ def times_markdown(results: str | Path) -> str:
                           align=["l", "r", "r", "l"])
 
 
-def claims_markdown(results: str | Path, book_dir: str | Path) -> str:
-    """The generated part of the Claims page: the verdict summary, then one section per claim."""
-    items = claims(results, book_dir)
+def claims_markdown(results: str | Path, book_dir: str | Path, items: Sequence[Claim] | None = None) -> str:
+    """The generated part of the Claims page: the verdict summary, then one section per claim (``items``: the
+    claims already judged, else judged here)."""
+    items = claims(results, book_dir) if items is None else items
     rules = (f"Verdict rules (coded in `padim_repro.study.verdicts`): a published **value** is reproduced when it "
              f"lies within our 95 % interval, ± {FLOOR} pt. A claimed **difference** between two variants is judged "
              "by our difference's 95 % interval (the paired bootstrap over the test images combined with the spread "
@@ -515,5 +516,6 @@ def write_claims(results: str | Path, book_dir: str | Path) -> None:
     book_dir = Path(book_dir)
     write_text(book_dir / SCOPE_FILE, scope_markdown(results))
     write_text(book_dir / HEADLINE_FILE, headline_markdown(results))
-    write_text(book_dir / VERDICTS_FILE, verdicts_markdown(claims(results, book_dir)))
-    write_text(book_dir / CLAIMS_FILE, claims_markdown(results, book_dir))
+    items = claims(results, book_dir)
+    write_text(book_dir / VERDICTS_FILE, verdicts_markdown(items))
+    write_text(book_dir / CLAIMS_FILE, claims_markdown(results, book_dir, items))
