@@ -1,25 +1,23 @@
-"""The paper's claims against our evidence, with a verdict each: the book's Claims page.
+"""The paper's claims against our evidence, with a verdict each: the book's Claims page (rendered by
+:mod:`~padim_repro.study.claims_page`).
 
-What: :func:`write_claims` writes three Markdown fragments the static pages include, from whatever results exist:
-``_generated/scope.md`` and ``_generated/headline.md`` (the introduction's scope and same-scope headline, from
-:mod:`~padim_repro.study.evidence`) and
-``_generated/claims.md`` (one section per claim of Defard et al. (2020): what the paper says, our evidence, the
-verdict and why).
+What: one function per claim of Defard et al. (2020) (C8, the cost, in :mod:`~padim_repro.study.claims_cost`):
+what the paper says, our evidence, the verdict and why, and a discussion.
 
 Why: a mean over the four categories run here cannot be set against the paper's mean over fifteen; and a delta of a
 few tenths of a point on test sets of ~100 images may be noise. Every comparison here is over the same categories,
-and every verdict follows a rule stated on the page and coded in :mod:`~padim_repro.study.verdicts`, with the
-noise measured by the run itself (bootstrap intervals, the spread over seeds).
+every difference carries a 95 % interval (the paired test-image bootstrap with the channel-seed spread,
+:mod:`~padim_repro.study.ablations.differences`), every verdict follows a rule stated on the page and coded in
+:mod:`~padim_repro.study.verdicts`, and says on which part of the paper's scope it was judged.
 
 Every number is read from the results (runs, ablations, experiments beyond the paper, benchmarks); every published
-number from :mod:`~padim_repro.study.reference`. A claim whose evidence has not been computed says which command
-computes it.
+number from :mod:`~padim_repro.study.reference`, with the weakest source mark of the values it rests on. A claim
+whose evidence has not been computed says which command computes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,74 +25,35 @@ import numpy as np
 import pandas as pd
 
 from ..data import MVTEC_CATEGORIES
-from ..storage import write_text
 from . import reference
 from .ablations.differences import variant_difference
 from .beyond.nonaligned import PAPER_ALIGNED_MODEL, PAPER_NONALIGNED_MODEL
-from .cost import paper_cost_rows, paper_cost_shown
+from .claim import PENDING, Claim, n_total, paper_cell, pub, span
+from .claims_cost import claim_cost
 from .display import DASH, markdown_table, number, signed
-from .evidence import Evidence, headline_markdown, points_interval, reproduction_mean, scope_markdown
+from .evidence import Evidence, points_interval, reproduction_mean
 from .report import DONE, METRIC_LABEL, METRICS, runs_frame
 from .uncertainty import difference_interval
 from .verdicts import (
     FINDING,
     FLOOR,
-    NOT_REPRODUCED,
     NOT_TESTABLE,
     PARTLY,
-    RATIO_FACTOR,
     REPRODUCED,
     combine,
     difference_verdict,
-    ratio_verdict,
     scoped,
     value_verdict,
 )
 
-SCOPE_FILE = Path("_generated") / "scope.md"
-HEADLINE_FILE = Path("_generated") / "headline.md"
-VERDICTS_FILE = Path("_generated") / "verdicts.md"
-CLAIMS_FILE = Path("_generated") / "claims.md"
-PENDING = "_Pending: {what} has not been computed yet (`{command}`)._"
-
-# -- claims ----------------------------------------------------------------------------------------------------
-@dataclass
-class Claim:
-    """One claim of the paper: what it says, our evidence (Markdown), the verdict and why, and a discussion."""
-
-    title: str
-    paper: str
-    evidence: str
-    verdict: str
-    reason: str
-    discussion: str = ""
-
-    def markdown(self) -> str:
-        """The claim's section of the Claims page."""
-        return "\n".join([f"## {self.title}", "", f"**The paper.** {self.paper}", "", f"**Verdict: {self.verdict}.** "
-                          f"{self.reason}", "", "**Evidence.**", "", self.evidence, "",
-                          *([f"**Discussion.** {self.discussion}", ""] if self.discussion else [])])  # fmt: skip
-
-
-def _paper_cell(model: str, metric: str, category: str = "all") -> tuple[float, str] | None:
-    return reference.paper_value(reference.paper(), model, category, metric)
-
-
-def _pub(model: str, metric: str, category: str = "all") -> str:
-    """A published value as prose, from the reference table: ``"96.7 (S2)"``, or "(not available offline)"."""
-    cell = _paper_cell(model, metric, category)
-    return f"{cell[0]:.1f} ({cell[1]})" if cell else "(not available offline)"
-
-
-def _n_total() -> int:
-    return len(MVTEC_CATEGORIES)
+__all__ = ["CLAIMS", "Claim", "claim_cost", "claims"]
 
 
 def claim_main(ev: Evidence) -> Claim:
     """Tables III and V, R18-Rd100: the per-category numbers, ours against the paper where it gives the same cell."""
     model = reference.PAPER_MODEL["resnet18"]
-    paper = (f"PaDiM-R18-Rd100 reaches, over all 15 MVTec AD categories, pixel AUROC {_pub(model, 'pixel_auroc')} "
-             f"and PRO {_pub(model, 'pro')} (Table III) {{cite:p}}`defard2021padim`.")
+    paper = (f"PaDiM-R18-Rd100 reaches, over all 15 MVTec AD categories, pixel AUROC {pub(model, 'pixel_auroc')} "
+             f"and PRO {pub(model, 'pro')} (Table III) {{cite:p}}`defard2021padim`.")
     if ev.main is None:
         return Claim("C1. The main numbers, ResNet-18 (Tables III, V)", paper,
                      PENDING.format(what="no main run", command="make runs"), NOT_TESTABLE, "nothing was run")
@@ -150,8 +109,8 @@ def claim_wr50(ev: Evidence) -> Claim:
     wr = runs[runs.backbone == "wide_resnet50_2"] if len(runs) else runs
     done = wr[wr.status.isin(list(DONE))] if len(wr) else wr
     model = reference.PAPER_MODEL["wide_resnet50_2"]
-    paper = (f"PaDiM-WR50-Rd550 reaches pixel AUROC {_pub(model, 'pixel_auroc')} and PRO {_pub(model, 'pro')} over "
-             f"the 15 categories (Table III) and image AUROC {_pub(model, 'image_auroc')} (Table V) "
+    paper = (f"PaDiM-WR50-Rd550 reaches pixel AUROC {pub(model, 'pixel_auroc')} and PRO {pub(model, 'pro')} over "
+             f"the 15 categories (Table III) and image AUROC {pub(model, 'image_auroc')} (Table V) "
              "{cite:p}`defard2021padim`.")
     if len(done):
         return Claim("C2. The main numbers, Wide-ResNet-50-2", paper, "See the results page.", PARTLY,
@@ -182,7 +141,7 @@ def _difference_claim(ev: Evidence, title: str, paper_text: str,
         if diff is not None:
             n_cat = max(n_cat, _categories_run(ev, a[0]))
         for m in ("pixel_auroc", "pro"):
-            ca, cb = _paper_cell(pa, m), _paper_cell(pb, m)
+            ca, cb = paper_cell(pa, m), paper_cell(pb, m)
             paper_d = ca[0] - cb[0] if ca and cb else None
             d = diff[m] if diff is not None else None
             if paper_d is None or d is None:
@@ -191,25 +150,19 @@ def _difference_claim(ev: Evidence, title: str, paper_text: str,
                 v, why = difference_verdict(d.value, d.low, d.high, paper_d)
             verdicts.append(v)
             rows.append({"comparison": label, "metric": METRIC_LABEL[m], "Δ ours": signed(d.value if d else None),
-                         "95 % interval": _span(d), "interval holds": DASH if d is None or not d.noise else d.noise,
+                         "95 % interval": span(d), "interval holds": DASH if d is None or not d.noise else d.noise,
                          "Δ paper": signed(paper_d) + (f" ({reference.weakest(ca[1], cb[1])})" if ca and cb else ""),
                          "verdict": v, "why": why})  # fmt: skip
     evidence = (markdown_table(pd.DataFrame(rows)) + "\nΔ in points. Ours: mean over the categories run, with its "
                 "95 % interval (the paired bootstrap over the test images combined with the spread over channel "
                 "seeds, see {ref}`difference-intervals`); the paper's: over all 15 categories, with the weakest "
                 f"source mark of its two values. Tables and per-category values: {ev.link(link, 'the ablation page')}.")
-    verdict = scoped(combine(verdicts), n_cat, _n_total())
+    verdict = scoped(combine(verdicts), n_cat, n_total())
     judged = [r for r in rows if r["verdict"] != NOT_TESTABLE]
     reason = f"{sum(r['verdict'] == REPRODUCED for r in judged)} of {len(judged)} differences reproduced"
-    if n_cat and n_cat < _n_total():
-        reason += f", on {n_cat} of {_n_total()} categories (the paper's differences are over all 15)"
+    if n_cat and n_cat < n_total():
+        reason += f", on {n_cat} of {n_total()} categories (the paper's differences are over all 15)"
     return Claim(title, paper_text, evidence, verdict, reason + ".", discussion())
-
-
-def _span(d: Any) -> str:
-    """A difference's 95 % interval as ``[−0.3, +0.7]``; "—" when it was not computed."""
-    ok = d is not None and np.isfinite(d.low) and np.isfinite(d.high)
-    return f"[{signed(d.low)}, {signed(d.high)}]" if ok else DASH
 
 
 def _categories_run(ev: Evidence, experiment: str) -> int:
@@ -246,8 +199,8 @@ def claim_layers(ev: Evidence) -> Claim:
 
     return _difference_claim(ev, "C3. Which layers (Table I)", "Concatenating layers 1–3 into one embedding beats "
                              "every layer alone and three separate Gaussians whose distances are summed: pixel AUROC "
-                             f"{_pub('PaDiM-R18 all 448 dims', 'pixel_auroc')} against at most "
-                             f"{_pub('PaDiM-R18 layers 1+2+3 as three separate models summed', 'pixel_auroc')} (Table "
+                             f"{pub('PaDiM-R18 all 448 dims', 'pixel_auroc')} against at most "
+                             f"{pub('PaDiM-R18 layers 1+2+3 as three separate models summed', 'pixel_auroc')} (Table "
                              "I) {cite:p}`defard2021padim`.", pairs, "ablations/ablation_layers", discussion)
 
 
@@ -275,8 +228,8 @@ def claim_pca(ev: Evidence) -> Claim:
     rd, pca = "PaDiM-R18-Rd100 (mean of 10 seeds)", "PaDiM-R18-PCA100"
     return _difference_claim(ev, "C4. Random selection against PCA (Table II)", "A random subset of 100 channels "
                              f"localises better than the 100 principal components: pixel AUROC "
-                             f"{_pub(rd, 'pixel_auroc')} against {_pub(pca, 'pixel_auroc')}, PRO {_pub(rd, 'pro')} "
-                             f"against {_pub(pca, 'pro')} (Table II) {{cite:p}}`defard2021padim`.", pairs,
+                             f"{pub(rd, 'pixel_auroc')} against {pub(pca, 'pixel_auroc')}, PRO {pub(rd, 'pro')} "
+                             f"against {pub(pca, 'pro')} (Table II) {{cite:p}}`defard2021padim`.", pairs,
                              "ablations/ablation_n_features", discussion)
 
 
@@ -287,8 +240,8 @@ def claim_d(ev: Evidence) -> Claim:
               ("PaDiM-R18-Rd200", "PaDiM-R18-Rd100 (mean of 10 seeds)"))]
     rd100, rd200 = "PaDiM-R18-Rd100 (mean of 10 seeds)", "PaDiM-R18-Rd200"
     return _difference_claim(ev, "C5. How many channels (Table II)", "Doubling d from 100 to 200 random channels "
-                             f"changes little (pixel AUROC {_pub(rd200, 'pixel_auroc')} against "
-                             f"{_pub(rd100, 'pixel_auroc')}, PRO {_pub(rd200, 'pro')} against {_pub(rd100, 'pro')}, "
+                             f"changes little (pixel AUROC {pub(rd200, 'pixel_auroc')} against "
+                             f"{pub(rd100, 'pixel_auroc')}, PRO {pub(rd200, 'pro')} against {pub(rd100, 'pro')}, "
                              "Table II), so d = 100 suffices {cite:p}`defard2021padim`.", pairs,
                              "ablations/ablation_n_features")
 
@@ -314,7 +267,7 @@ def claim_sigma(ev: Evidence) -> Claim:
             far.append(METRIC_LABEL[m])
         rows.append({"metric": METRIC_LABEL[m], **{f"σ = {s:g}": f"{means.loc[s, m]:.1f}" for s in means.index},
                      "best σ": f"{best:g}", "σ 4 − best": signed(d.value if d else None),
-                     "95 % interval": DASH if best == 4.0 else _span(d)})
+                     "95 % interval": DASH if best == 4.0 else span(d)})
     reason = ("not a claim of the paper; σ = 4 is within the 95 % interval of the best σ for every metric" if not far
               else "not a claim of the paper; σ = 4 is below the best σ beyond the 95 % interval for "
               + " and ".join(far))
@@ -333,7 +286,7 @@ def claim_sigma(ev: Evidence) -> Claim:
 
 def claim_nonaligned(ev: Evidence) -> Claim:
     """Table VI: non-aligned images cost PaDiM localisation performance."""
-    drops = {m: (_paper_cell(PAPER_ALIGNED_MODEL, m), _paper_cell(PAPER_NONALIGNED_MODEL, m))
+    drops = {m: (paper_cell(PAPER_ALIGNED_MODEL, m), paper_cell(PAPER_NONALIGNED_MODEL, m))
              for m in ("pixel_auroc", "pro")}  # fmt: skip
     paper = ("On a non-aligned version of MVTec AD (random rotations and crops), PaDiM-WR50-Rd550 loses "
              + ", ".join(f"{METRIC_LABEL[m]} {a[0]:.1f} → {n[0]:.1f} ({n[1]})" for m, (a, n) in drops.items()
@@ -369,7 +322,7 @@ def claim_nonaligned(ev: Evidence) -> Claim:
                 "combined with the bootstrap interval of the aligned mean (the two test sets differ, so no pairing; "
                 "see {ref}`difference-intervals`). See "
                 f"{ev.link('beyond/beyond_nonaligned', 'the non-aligned experiment')}.")
-    verdict = scoped(combine(verdicts), df.category.nunique(), _n_total()) + ", with ResNet-18"
+    verdict = scoped(combine(verdicts), df.category.nunique(), n_total()) + ", with ResNet-18"
     reason = "; ".join(f"{r['metric']}: {r['verdict']}, {r['why']}" for r in rows)
     return Claim("C7. The non-aligned drop (Table VI)", paper, evidence, verdict,
                  f"{reason}. Judged on ResNet-18 and {df.category.nunique()} categories, not the paper's WR50 over 15: "
@@ -390,74 +343,6 @@ def _drop_interval(ev: Evidence, metric: str, change: float, placement_sd: float
             change + float(np.hypot(high - change, mean.ours - mean.low)))
 
 
-#: What the paper claims about cost, as ratios of its own figures (Tables VII, VIII): (label, model over, model
-#: under, quantity). SPADE is not implemented here, so its ratios are not testable.
-COST_RATIOS = (
-    ("inference time, WR50-Rd550 / R18-Rd100", "PaDiM-WR50-Rd550", "PaDiM-R18-Rd100", "inference_time_per_image"),
-    ("model memory, WR50-Rd550 / R18-Rd100", "PaDiM-WR50-Rd550", "PaDiM-R18-Rd100", "model_memory_mvtec"),
-    ("inference time, SPADE-WR50 / PaDiM-WR50-Rd550", "SPADE-WR50", "PaDiM-WR50-Rd550", "inference_time_per_image"),
-    ("model memory, SPADE-WR50 / PaDiM-WR50-Rd550", "SPADE-WR50", "PaDiM-WR50-Rd550", "model_memory_mvtec"),
-)  # fmt: skip
-
-
-def _ours_cost(rows: pd.DataFrame, model: str, quantity: str) -> float | None:
-    """Our figure for the paper's (model, quantity) from the Cost page's rows (:func:`paper_cost_rows`)."""
-    short = {"PaDiM-R18-Rd100": "R18-Rd100", "PaDiM-WR50-Rd550": "WR50-Rd550"}.get(model)
-    kind = {"inference_time_per_image": "inference per image", "model_memory_mvtec": "model size"}[quantity]
-    hit = rows[rows.quantity.str.startswith(f"{kind}, {short}")] if short else rows.iloc[:0]
-    return None if hit.empty or pd.isna(hit.ours.iloc[0]) else float(hit.ours.iloc[0])
-
-
-def claim_cost(ev: Evidence) -> Claim:
-    """Tables VII, VIII: what the paper claims about cost, read as ratios of its own figures (the relative cost of
-    its two models, and of PaDiM against SPADE), each set against the same ratio measured here on one machine; the
-    absolute figures of both, on their different hardware, are shown beside them without a verdict."""
-    cost = reference.paper_cost()
-
-    def fig(model: str, quantity: str) -> tuple[float, str] | None:
-        row = cost[(cost.model == model) & (cost.quantity == quantity)]
-        return None if row.empty else (float(row.value.iloc[0]), str(row.source.iloc[0]))
-
-    ratios = []
-    for label, over, under, quantity in COST_RATIOS:
-        a, b = fig(over, quantity), fig(under, quantity)
-        ratios.append((label, over, under, quantity, None if not (a and b) else (a[0] / b[0],
-                                                                                 reference.weakest(a[1], b[1]))))
-    paper = ("The paper sets the cost of its two models against each other and against SPADE's (faster inference, "
-             "more memory on MVTec AD): "
-             + "; ".join(f"{label} = {r[0]:.1f} ({r[1]})" for label, *_, r in ratios if r)
-             + " (ratios of the figures of Tables VII and VIII, each pair measured on one machine) "
-             "{cite:p}`defard2021padim`.")
-    title = "C8. The cost (Tables VII, VIII)"
-    if ev.bench is None:
-        return Claim(title, paper, PENDING.format(what="the benchmark", command="make bench"), NOT_TESTABLE,
-                     "not measured")
-    rows = paper_cost_rows(ev.bench)
-    shown_rows, verdicts = [], []
-    for label, over, under, quantity, p in ratios:
-        a, b = _ours_cost(rows, over, quantity), _ours_cost(rows, under, quantity)
-        ours = a / b if a is not None and b is not None and b > 0 else None
-        if p is None or ours is None:
-            v, why = NOT_TESTABLE, ("SPADE is not implemented here" if "SPADE" in label else "not measured")
-        else:
-            v, why = ratio_verdict(ours, p[0])
-        verdicts.append(v)
-        shown_rows.append({"ratio": label, "paper": DASH if p is None else f"{p[0]:.1f} ({p[1]})",
-                           "ours": number(ours, 1), "verdict": v, "why": why})
-    shown = paper_cost_shown(rows).rename(columns={"paper: measured on": "paper's hardware",
-                                                   "ours: measured on": "our hardware"})
-    evidence = (markdown_table(pd.DataFrame(shown_rows)) + f"\nReproduced: our ratio within a factor "
-                f"{RATIO_FACTOR:g} of the paper's, either way. Ours: both models timed on the same machine, "
-                "WR50-Rd550 with random weights on random images (its ImageNet weights are not available offline; "
-                "the cost does not depend on the weight values).\n\nThe absolute figures, for information (no "
-                "verdict: the CPUs, the batching and the threads differ):\n\n" + markdown_table(shown)
-                + f"\n— : not measured here. Details: {ev.link('cost', 'the Cost page')}.")
-    judged = sum(v != NOT_TESTABLE for v in verdicts)
-    return Claim(title, paper, evidence, scoped(combine(verdicts), judged, len(verdicts), "ratios"),
-                 "judged on ratios measured on one machine (SPADE is not implemented here); the absolute times "
-                 "depend on the hardware and are not compared.")
-
-
 CLAIMS: tuple[Callable[[Evidence], Claim], ...] = (claim_main, claim_wr50, claim_layers, claim_pca, claim_d,
                                                    claim_sigma, claim_nonaligned, claim_cost)  # fmt: skip
 
@@ -466,56 +351,3 @@ def claims(results: str | Path, book_dir: str | Path) -> list[Claim]:
     """Every claim with its evidence and verdict, from the results that exist."""
     ev = Evidence(results, book_dir)
     return [make(ev) for make in CLAIMS]
-
-
-def verdict_table(items: Sequence[Claim]) -> str:
-    """The summary table at the top of the Claims page: claim, verdict, why."""
-    return markdown_table(pd.DataFrame([{"claim": c.title, "verdict": c.verdict, "why": c.reason} for c in items]))
-
-
-def times_markdown(results: str | Path) -> str:
-    """The wall time of each step of the last ``make reproduce`` (``RESULTS/reproduce_times.tsv``)."""
-    path = Path(results) / "reproduce_times.tsv"
-    if not path.is_file():
-        return "_No `make reproduce` timing recorded yet._\n"
-    t = pd.read_csv(path, sep="\t")
-    t = pd.concat([t, pd.DataFrame([{"step": "total (before the book)", "seconds": t.seconds.sum(), "status": ""}])])
-    t["minutes"] = t.seconds / 60
-    return markdown_table(t[["step", "seconds", "minutes", "status"]], {"seconds": 0, "minutes": 1},
-                          align=["l", "r", "r", "l"])
-
-
-def claims_markdown(results: str | Path, book_dir: str | Path, items: Sequence[Claim] | None = None) -> str:
-    """The generated part of the Claims page: the verdict summary, then one section per claim (``items``: the
-    claims already judged, else judged here)."""
-    items = claims(results, book_dir) if items is None else items
-    rules = (f"Verdict rules (coded in `padim_repro.study.verdicts`): a published **value** is reproduced when it "
-             f"lies within our 95 % interval, ± {FLOOR} pt. A claimed **difference** between two variants is judged "
-             "by our difference's 95 % interval (the paired bootstrap over the test images combined with the spread "
-             "over channel seeds, {ref}`difference-intervals`): reproduced when the interval excludes 0 on the "
-             "paper's side and holds the paper's difference or at least half of it (or when neither shows a "
-             f"difference: the interval holds 0 and the paper's is under {FLOOR} pt); partly reproduced when it is "
-             "smaller, when the interval holds both 0 and the paper's difference (inconclusive), or when ours shows "
-             "a difference the paper does not; not reproduced when the interval holds 0 but not the paper's "
-             "difference, or lies on the other side. A claimed **cost ratio** is reproduced when ours, measured on "
-             f"one machine, is within a factor {RATIO_FACTOR:g} of the paper's. A verdict judged on fewer "
-             "categories than the paper's 15, or on some of its cells, says so, whether positive or negative. A "
-             "question of this book that the paper does not claim gets a finding, no verdict.")
-    return "\n".join([verdict_table(items), rules, "", *[c.markdown() for c in items],
-                      "## Compute per step", "", "Wall time of each step of the last `make reproduce` on this "
-                      "machine:", "", times_markdown(results)])  # fmt: skip
-
-
-def verdicts_markdown(items: Sequence[Claim]) -> str:
-    """The introduction's verdict summary: the same table as the Claims page's, each verdict with its scope."""
-    return verdict_table(items) + "\nEach verdict's evidence and rule: {doc}`claims`.\n"
-
-
-def write_claims(results: str | Path, book_dir: str | Path) -> None:
-    """Write the scope, headline, verdict summary and claims fragments into ``book_dir/_generated/``."""
-    book_dir = Path(book_dir)
-    write_text(book_dir / SCOPE_FILE, scope_markdown(results))
-    write_text(book_dir / HEADLINE_FILE, headline_markdown(results))
-    items = claims(results, book_dir)
-    write_text(book_dir / VERDICTS_FILE, verdicts_markdown(items))
-    write_text(book_dir / CLAIMS_FILE, claims_markdown(results, book_dir, items))
