@@ -258,19 +258,22 @@ def claim_sigma(ev: Evidence) -> Claim:
         return Claim(title, paper, PENDING.format(what="the sigma sweep", command="make ablations"), FINDING,
                      "not computed")
     means = sig.groupby("sigma")[list(METRICS)].mean() * 100
-    rows, far = [], []
+    rows, far, unknown = [], [], []
     for m in METRICS:
         best = float(means[m].idxmax())
         diff = variant_difference(ev.results, "sigma", {"sigma": 4.0}, {"sigma": best}) if 4.0 in means.index else None
         d = diff[m] if diff is not None else None
-        if d is not None and best != 4.0 and d.high < 0:
+        if best != 4.0 and (d is None or not np.isfinite(d.high)):
+            unknown.append(METRIC_LABEL[m])
+        elif best != 4.0 and d.high < 0:
             far.append(METRIC_LABEL[m])
         rows.append({"metric": METRIC_LABEL[m], **{f"σ = {s:g}": f"{means.loc[s, m]:.1f}" for s in means.index},
                      "best σ": f"{best:g}", "σ 4 − best": signed(d.value if d else None),
                      "95 % interval": DASH if best == 4.0 else span(d)})
-    reason = ("not a claim of the paper; σ = 4 is within the 95 % interval of the best σ for every metric" if not far
-              else "not a claim of the paper; σ = 4 is below the best σ beyond the 95 % interval for "
-              + " and ".join(far))
+    reason = "not a claim of the paper; " + ("; ".join(
+        ([f"σ = 4 is below the best σ beyond the 95 % interval for {' and '.join(far)}"] if far else [])
+        + ([f"no interval computed for {' and '.join(unknown)}"] if unknown else []))
+        or "σ = 4 is within the 95 % interval of the best σ for every metric")
     best_img = means.image_auroc.idxmax()
     discussion = (f"The image AUROC peaks at σ = {best_img:g} ({means.image_auroc.max():.1f}, against "
                   f"{means.loc[4.0, 'image_auroc']:.1f} at σ = 4): a stronger blur lowers isolated peaks on good "
