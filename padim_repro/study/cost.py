@@ -200,7 +200,9 @@ def anomalib_cost_table(cmp: Mapping[str, Any]) -> Table:
                      "anomalib (median)": number(scale * s["anomalib_median"], decimals),
                      "anomalib / ours, per pair": ", ".join(_ratio(x) for x in s["ratio_anomalib_over_ours_per_pair"]),
                      "median ratio": _ratio(s["ratio_median"])})  # fmt: skip
-    return noted(table(pd.DataFrame(rows)), "GB = 10⁹ bytes.")
+    return noted(table(pd.DataFrame(rows)), "Ours here: measured in this comparison's own fresh processes, "
+                 "alternated with anomalib's, so it differs from the R18-Rd100 figures above (paired rounds in one "
+                 "warm process); only the ratios per pair are compared. GB = 10⁹ bytes.")
 
 
 def anomalib_metrics_table(cmp: Mapping[str, Any]) -> Table:
