@@ -13,6 +13,7 @@ import pandas as pd
 from ..storage import write_text
 from .claim import Claim
 from .claims import claims
+from .conclusions import upsampling_markdown
 from .display import markdown_table
 from .evidence import headline_markdown, scope_markdown
 from .verdicts import FLOOR, RATIO_FACTOR
@@ -21,6 +22,7 @@ SCOPE_FILE = Path("_generated") / "scope.md"
 HEADLINE_FILE = Path("_generated") / "headline.md"
 VERDICTS_FILE = Path("_generated") / "verdicts.md"
 CLAIMS_FILE = Path("_generated") / "claims.md"
+UPSAMPLING_FILE = Path("_generated") / "upsampling.md"
 def verdict_table(items: Sequence[Claim]) -> str:
     """The summary table at the top of the Claims page: claim, verdict, why."""
     return markdown_table(pd.DataFrame([{"claim": c.title, "verdict": c.verdict, "why": c.reason} for c in items]))
@@ -65,10 +67,11 @@ def verdicts_markdown(items: Sequence[Claim]) -> str:
 
 
 def write_claims(results: str | Path, book_dir: str | Path) -> None:
-    """Write the scope, headline, verdict summary and claims fragments into ``book_dir/_generated/``."""
+    """Write the scope, headline, verdict summary, claims and map-upsampling fragments into ``book_dir/_generated/``."""
     book_dir = Path(book_dir)
     write_text(book_dir / SCOPE_FILE, scope_markdown(results))
     write_text(book_dir / HEADLINE_FILE, headline_markdown(results))
+    write_text(book_dir / UPSAMPLING_FILE, upsampling_markdown(results))
     items = claims(results, book_dir)
     write_text(book_dir / VERDICTS_FILE, verdicts_markdown(items))
     write_text(book_dir / CLAIMS_FILE, claims_markdown(results, book_dir, items))

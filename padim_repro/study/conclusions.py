@@ -160,6 +160,17 @@ def _protocol(results: Path, frame: pd.DataFrame | None = None) -> str:
                       + " The no-crop protocol also scores the image borders, which the crop removes."])  # fmt: skip
 
 
+def upsampling_markdown(results: str | Path) -> str:
+    """One sentence for the Protocol's list of differences: bicubic − bilinear map upsampling as measured by the
+    protocol ablation, per metric with its 95 % interval (or that it has not been measured yet)."""
+    d = variant_difference(Path(results), "protocol", {"protocol": "bicubic_maps"}, {"protocol": "paper"})
+    if d is None:
+        return "_Not measured yet: the protocol ablation (`make ablations`) runs both._\n"
+    n = load_results(results, "protocol").category.nunique()
+    return (f"Measured on {n} categories (bicubic − bilinear, in points, 95 % interval): "
+            + "; ".join(f"{METRIC_LABEL[m]} {_diff(d[m])}" for m in METRICS) + ".\n")
+
+
 def _run_values(results: Path, run_dir: str) -> dict[str, np.ndarray]:
     return load_bootstrap(results / run_dir)
 
