@@ -6,8 +6,8 @@ category and backbone (``book/results/CATEGORY_BACKBONE.ipynb``), the ablation n
 ``make ablations``), the cost notebook (``book/cost.ipynb``) and the experiments beyond the paper
 (``book/beyond/``, ``make beyond``). :func:`build_book` writes ``_toc.yml`` from the files present, replacing
 each missing part by a page that says which command produces it, writes the generated Markdown fragments the
-static pages include (``_generated/coverage.md``; the scope, headline and claims of :mod:`~padim_repro.study.claims_page`),
-and runs
+static pages include (``_generated/coverage.md``; the scope, headline and claims of
+:mod:`~padim_repro.study.claims_page`), and runs
 ``jupyter-book build --warningiserror``: a broken cross-reference (to a page, a section or a ``padim_repro``
 function) fails the build.
 

@@ -159,7 +159,8 @@ def _difference_claim(ev: Evidence, title: str, paper_text: str,
                 f"source mark of its two values. Tables and per-category values: {ev.link(link, 'the ablation page')}.")
     verdict = scoped(combine(verdicts), n_cat, n_total())
     judged = [r for r in rows if r["verdict"] != NOT_TESTABLE]
-    reason = f"{sum(r['verdict'] == REPRODUCED for r in judged)} of {len(judged)} differences reproduced"
+    reason = (f"{sum(r['verdict'] == REPRODUCED for r in judged)} of {len(judged)} differences reproduced" if judged
+              else "no difference could be judged (" + "; ".join(dict.fromkeys(r["why"] for r in rows)) + ")")
     if n_cat and n_cat < n_total():
         reason += f", on {n_cat} of {n_total()} categories (the paper's differences are over all 15)"
     return Claim(title, paper_text, evidence, verdict, reason + ".", discussion())

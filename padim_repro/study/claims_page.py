@@ -62,8 +62,10 @@ def claims_markdown(results: str | Path, book_dir: str | Path, items: Sequence[C
 
 
 def verdicts_markdown(items: Sequence[Claim]) -> str:
-    """The introduction's verdict summary: the same table as the Claims page's, each verdict with its scope."""
-    return verdict_table(items) + "\nEach verdict's evidence and rule: {doc}`claims`.\n"
+    """The introduction's verdict summary: each claim and its verdict, with the scope it was judged on (the reasons
+    are on the Claims page)."""
+    table = pd.DataFrame([{"claim": c.title, "verdict": c.verdict} for c in items])
+    return markdown_table(table) + "\nEach verdict's evidence, reason and rule: {doc}`claims`.\n"
 
 
 def write_claims(results: str | Path, book_dir: str | Path) -> None:

@@ -33,9 +33,9 @@ def difference_verdict(ours: float, low: float, high: float, paper: float) -> tu
     [``low``, ``high``] (points; :func:`padim_repro.study.uncertainty.difference_interval`: the paired test-image
     bootstrap combined with the channel-seed spread) and the paper's difference ``paper`` (points).
 
-    * our interval holds 0: reproduced if the paper shows no difference either (|Δ paper| < ``FLOOR``); partly
-      (inconclusive) if it also holds the paper's Δ; not reproduced (no difference found) if the paper's Δ lies
-      beyond it;
+    * our interval holds 0: reproduced if the paper shows no difference either (its Δ under ``FLOOR`` in size);
+      partly (inconclusive) if it also holds the paper's Δ; not reproduced (no difference found) if the paper's Δ
+      lies beyond it;
     * our interval excludes 0, on the side opposite to the paper's Δ: not reproduced (reversed);
     * our interval excludes 0 and holds the paper's Δ: reproduced;
     * our interval excludes 0 where the paper shows no difference: partly (a difference the paper does not show);
@@ -43,8 +43,10 @@ def difference_verdict(ours: float, low: float, high: float, paper: float) -> tu
       (same direction, smaller);
     * any number missing: not testable.
     """
-    if not all(np.isfinite(x) for x in (ours, low, high, paper)):
+    if not (np.isfinite(ours) and np.isfinite(paper)):
         return NOT_TESTABLE, "not computed"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_TESTABLE, "no 95 % interval (the rows' bootstrap resamples were not kept: rerun make ablations)"
     span = f"{signed(ours)} pt [{signed(low)}, {signed(high)}]"
     if low <= 0 <= high:
         if abs(paper) < FLOOR:

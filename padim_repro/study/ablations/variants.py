@@ -146,7 +146,7 @@ class VariantRows:
     its metrics (upsampling, blur, AUROCs, PRO). ``workers`` jobs run at once, each with one torch thread, so the
     linear algebra of one variant overlaps the metrics (numpy, outside the GIL) of another. :meth:`rows` waits for
     all jobs and returns the rows in the order added, with the seconds each spent in ``seconds_linalg`` and
-    ``seconds_metrics``; :attr:`bootstrap` then holds each metric's resamples, one row per row (metric -> (rows, B)).
+    ``seconds_metrics``; its ``bootstrap`` then holds each metric's resamples, one row per row (metric -> (rows, B)).
     """
 
     def __init__(self, experiment: str, workers: int | None = None):
