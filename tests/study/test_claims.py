@@ -147,3 +147,12 @@ def test_cost_claim_judges_the_papers_ratios() -> None:
     assert f"| {V.NOT_TESTABLE} |" in lines["inference time, SPADE-WR50 / PaDiM-WR50-Rd550"]
     assert "| 382 |" in lines["training per category, WR50-Rd550 (400 images, s)"]  # shown, not judged
     assert claim.verdict == "reproduced on 2 of 4 ratios"
+
+
+def test_conclusions_and_the_upsampling_note_say_what_is_missing(tmp_path) -> None:
+    """Before any experiment, every page's conclusion names the command that computes it (never a number)."""
+    from padim_repro.study import conclusions as K
+
+    for page, (_, command, _) in K.PAGES.items():
+        assert command in K.conclusion(page, tmp_path), page
+    assert "make ablations" in K.upsampling_markdown(tmp_path)
