@@ -117,3 +117,14 @@ def test_image_scores_are_maxima() -> None:
     expected = torch.tensor([float(m.max()) for m in maps])
     assert torch.equal(got, expected)
     assert float(got[2]) == 3.0
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_anomaly_maps_upsampling_modes_match_interpolate_then_blur(mode: str) -> None:
+    """The map upsampling: bilinear (the method's default) or bicubic (the paper as translated), each equal to
+    F.interpolate with that mode followed by the blur."""
+    d = torch.rand(2, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = gaussian_blur(F.interpolate(d[:, None], size=(32, 32), mode=mode, align_corners=False)[:, 0], 2.0)
+    assert torch.allclose(anomaly_maps(d, 32, 2.0, mode), ref, atol=1e-12)
+    with pytest.raises(ValueError, match="upsample"):
+        anomaly_maps(d, 32, 2.0, "nearest")

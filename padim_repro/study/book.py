@@ -6,8 +6,8 @@ category and backbone (``book/results/CATEGORY_BACKBONE.ipynb``), the ablation n
 ``make ablations``), the cost notebook (``book/cost.ipynb``) and the experiments beyond the paper
 (``book/beyond/``, ``make beyond``). :func:`build_book` writes ``_toc.yml`` from the files present, replacing
 each missing part by a page that says which command produces it, writes the generated Markdown fragments the
-static pages include (``_generated/coverage.md``; the scope, headline and claims of :mod:`~padim_repro.study.claims`),
-and runs
+static pages include (``_generated/coverage.md``; the scope, headline and claims of
+:mod:`~padim_repro.study.claims_page`), and runs
 ``jupyter-book build --warningiserror``: a broken cross-reference (to a page, a section or a ``padim_repro``
 function) fails the build.
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from ..data import MVTEC_CATEGORIES
 from ..storage import write_text
-from .claims import write_claims
+from .claims_page import write_claims
 from .html_check import table_problems
 from .report import DONE, coverage_table, load_status, runs_frame
 
@@ -250,7 +250,7 @@ def coverage_markdown(results: str | Path) -> str | None:
 def write_generated(results: str | Path, book_dir: str | Path) -> None:
     """Write the fragments the static pages include, from the results as they are now: the coverage (from the
     status file, or a placeholder before any reproduction), and the scope, headline and claims
-    (:func:`padim_repro.study.claims.write_claims`)."""
+    (:func:`padim_repro.study.claims_page.write_claims`)."""
     book_dir = Path(book_dir)
     coverage = coverage_markdown(results)
     if coverage is not None:

@@ -29,7 +29,6 @@ from .display import DASH, interval, markdown_table, number
 from .report import DONE, METRIC_LABEL, METRICS, load_status, runs_frame
 from .runs import load_bootstrap
 from .uncertainty import mean_interval
-from .verdicts import noise_level
 
 
 @dataclass
@@ -108,8 +107,7 @@ def paper_mean(backbone: str, categories: Sequence[str], metric: str) -> tuple[f
     cells = [reference.paper_value(table, reference.PAPER_MODEL[backbone], c, metric) for c in categories]
     if any(c is None for c in cells):
         return None
-    rank = ["R", "S2", "S1", "T"]
-    return float(np.mean([c[0] for c in cells])), max((c[1] for c in cells), key=lambda s: rank.index(s))
+    return float(np.mean([c[0] for c in cells])), reference.weakest(*(c[1] for c in cells))
 
 
 # -- scope and headline ----------------------------------------------------------------------------------------
@@ -190,8 +188,6 @@ class Evidence:
         self.nonaligned = pd.read_csv(nonaligned) if nonaligned.is_file() else pd.DataFrame()
         core = self.results / "bench" / "core.json"
         self.bench = json.loads(core.read_text()) if core.is_file() else None
-        spread = self.main.means.set_index("metric").seed_sd if self.main is not None else None
-        self.noise = {m: noise_level(spread[m] if spread is not None else None) for m in METRICS}
 
     def link(self, doc: str, text: str) -> str:
         """A link to a page of the book when it was built, else the text and the command that builds it."""

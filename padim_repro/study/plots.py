@@ -12,32 +12,37 @@ from ..data import display_image
 from ..metrics import image_roc_curve, pixel_roc_curve, pro_curve
 
 FPR_LIMIT = 0.3
+#: Width of every figure of the book, in inches: the book's text column is about 790 px wide, and figures are drawn
+#: at 100 dpi, so a figure this wide is shown at its own size and its text (7 pt at least: 9.7 px) stays readable.
+BOOK_WIDTH = 7.9
 
 
 def plot_curves(pred: dict[str, np.ndarray], record: dict[str, Any]) -> plt.Figure:
-    """Image ROC, pixel ROC and the PRO curve to FPR 0.3 (the area that gives the PRO score, shaded)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    """Image ROC, pixel ROC and the PRO curve to FPR 30 % (the area that gives the PRO score, shaded), in %."""
+    fig, axes = plt.subplots(1, 3, figsize=(BOOK_WIDTH, 2.9))
     fpr, tpr = image_roc_curve(pred["scores"], pred["labels"])
-    axes[0].plot(fpr, tpr)
-    axes[0].set(title=f"image ROC (AUROC {record['image_auroc']:.3f})", xlabel="FPR", ylabel="TPR")
+    axes[0].plot(100 * fpr, 100 * tpr)
+    axes[0].set(title=f"image ROC: AUROC {100 * record['image_auroc']:.1f} %", xlabel="FPR (%)", ylabel="TPR (%)")
     fpr, tpr = pixel_roc_curve(pred["maps"], pred["masks"])
-    axes[1].plot(fpr, tpr)
-    axes[1].set(title=f"pixel ROC (AUROC {record['pixel_auroc']:.3f})", xlabel="FPR", ylabel="TPR")
+    axes[1].plot(100 * fpr, 100 * tpr)
+    axes[1].set(title=f"pixel ROC: AUROC {100 * record['pixel_auroc']:.1f} %", xlabel="FPR (%)")
     fpr, pro = pro_curve(pred["maps"], pred["masks"])
     keep = fpr <= FPR_LIMIT
-    axes[2].plot(fpr[keep], pro[keep])
-    axes[2].fill_between(fpr[keep], pro[keep], alpha=0.2)
-    axes[2].set(title=f"PRO to FPR {FPR_LIMIT} (score {record['pro']:.3f})", xlabel="FPR", ylabel="PRO",
-                xlim=(0, FPR_LIMIT), ylim=(0, 1.01))  # fmt: skip
+    axes[2].plot(100 * fpr[keep], 100 * pro[keep])
+    axes[2].fill_between(100 * fpr[keep], 100 * pro[keep], alpha=0.2)
+    axes[2].set(title=f"PRO to FPR {100 * FPR_LIMIT:g} %: {100 * record['pro']:.1f} %", xlabel="FPR (%)",
+                ylabel="PRO (%)", xlim=(0, 100 * FPR_LIMIT), ylim=(0, 101))  # fmt: skip
     for ax in axes[:2]:
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1.01))
+        ax.plot([0, 100], [0, 100], "k:", lw=0.8)
+        ax.set(xlim=(0, 100), ylim=(0, 101))
+    for ax in axes:
+        ax.title.set_fontsize(9)
     fig.tight_layout()
     return fig
 
 
 def plot_per_defect(record: dict[str, Any]) -> plt.Figure:
-    """Image AUROC of each defect type against the good test images (a note saying why, where it is undefined)."""
+    """Image AUROC of each defect type against the good test images in % (a note saying why, where it is undefined)."""
     per = record["per_defect_image_auroc"]
     if not per:
         why = (record.get("undefined") or {}).get("per_defect_image_auroc", "no defect type")
@@ -45,12 +50,14 @@ def plot_per_defect(record: dict[str, Any]) -> plt.Figure:
         ax.text(0.5, 0.5, f"per-defect image AUROC undefined: {why}", ha="center", va="center")
         ax.set_axis_off()
         return fig
+    per = {k: 100 * v for k, v in per.items()}
     names = sorted(per, key=per.get)
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     ax.barh(names, [per[n] for n in names])
     for i, n in enumerate(names):
-        ax.text(per[n], i, f" {per[n]:.3f}", va="center")
-    ax.set(xlim=(min(0.5, min(per.values()) - 0.05), 1.08), xlabel="image AUROC vs good", title="per defect type")
+        ax.text(per[n], i, f" {per[n]:.1f}", va="center")
+    ax.set(xlim=(min(50, min(per.values()) - 5), 108), xlabel="image AUROC against the good images (%)",
+           title="per defect type")
     fig.tight_layout()
     return fig
 
@@ -78,7 +85,7 @@ def plot_examples(
     maps, masks, scores = pred["maps"], pred["masks"], pred["scores"]
     good = maps[pred["labels"] == 0]
     vmin, vmax = float(np.percentile(good, 1)) if len(good) else float(maps.min()), float(maps.max())
-    fig, axes = plt.subplots(len(groups), n, figsize=(2.6 * n, 2.8 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), n, figsize=(BOOK_WIDTH, 2.1 * len(groups)), squeeze=False)
     for row, (title, idx) in enumerate(groups.items()):
         for col in range(n):
             ax = axes[row, col]
@@ -92,8 +99,8 @@ def plot_examples(
             ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
             if masks[i].any():
                 ax.contour(masks[i], levels=[0.5], colors="white", linewidths=1.2)
-            ax.set_title(f"{pred['defect_types'][i]}  score {scores[i]:.1f}", fontsize=9)
+            ax.set_title(f"{pred['defect_types'][i]}\nscore {scores[i]:.1f}", fontsize=8)
         axes[row, 0].text(-0.08, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right",
-                          va="center", fontsize=10)  # fmt: skip
+                          va="center", fontsize=8)  # fmt: skip
     fig.tight_layout()
     return fig

@@ -51,6 +51,17 @@ def paper_value(table: pd.DataFrame, model: str, category: str, metric: str) -> 
     return float(row.value_percent), str(row.source)
 
 
+#: Source marks from the weakest to the strongest (``published/README.md``): one summary, two or more, quoted
+#: identically by two reproductions, the paper's own text.
+MARKS = ("S1", "S2", "R", "T")
+
+
+def weakest(*marks: str) -> str:
+    """The weakest of the source marks a value or a difference rests on (a difference of an S2 and an S1 value is
+    S1): what it is shown with."""
+    return min(marks, key=lambda m: MARKS.index(m) if m in MARKS else -1)
+
+
 def repro_value(table: pd.DataFrame, short: str, backbone: str, category: str, metric: str) -> float | None:
     """A reproduction's value (fraction) for our ``backbone`` name, or None when it does not report it."""
     rows = table[(table.short == short) & (table.backbone == REPRO_BACKBONE.get(backbone))

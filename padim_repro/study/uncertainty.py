@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -293,3 +294,43 @@ def mean_interval(estimates: Any, values: Any, level: float = 0.95, seed: int = 
     rng = np.random.default_rng(seed)
     paired = np.stack([v[rng.permutation(v.size)] for v in vals])
     return intervals_from_values({"mean": float(est.mean())}, {"mean": paired.mean(axis=0)}, level)["mean"]
+
+
+def difference_values(a: Any, b: Any, seed: int = 0) -> np.ndarray:
+    """Resampled values of a mean over categories of the difference ``a - b`` between two variants, paired.
+
+    ``a``, ``b``: (C, B) each variant's B resampled values per category (:func:`bootstrap_values` with the same
+    ``seed`` on the same test set: its b-th resample is the same draw of test images for both variants, so
+    ``a[c, i] - b[c, i]`` is the difference on one resampled test set). Across categories, as in
+    :func:`mean_interval`, an independent permutation per category from ``numpy.random.default_rng(seed)``; NaN where
+    a category's difference is undefined on that resample. Returns (B,).
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.ndim != 2 or diff.shape[0] == 0:
+        raise ValueError(f"a and b must be (C, B) with C >= 1, got {np.shape(a)} and {np.shape(b)}")
+    rng = np.random.default_rng(seed)
+    return np.stack([d[rng.permutation(d.size)] for d in diff]).mean(axis=0)
+
+
+def difference_interval(estimate: float, values: Any = None, seed_sd: float | None = None,
+                        level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+    """A ``level`` interval of a difference between two variants that holds both sources of noise: the sampling of
+    the test images and the choice of the random channel subset.
+
+    ``values``: the difference's paired bootstrap resamples (:func:`difference_values`), giving the percentile
+    distances from ``estimate`` down to the ``(1 - level) / 2`` quantile and up to the ``1 - (1 - level) / 2`` one;
+    ``seed_sd``: the standard deviation of the difference over channel seeds, giving ``z * seed_sd`` (``z`` the
+    normal quantile of ``level``). The two are independent, so each side is their root sum of squares:
+    ``estimate - hypot(estimate - q_low, z * seed_sd)`` to ``estimate + hypot(q_high - estimate, z * seed_sd)``.
+    Either may be absent (None); (NaN, NaN) when both are, or the estimate is not finite.
+    """
+    alpha = (1.0 - _check_level(level)) / 2.0
+    vals = np.asarray([] if values is None else values, dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    has_seed = seed_sd is not None and bool(np.isfinite(seed_sd))
+    if not np.isfinite(estimate) or (vals.size == 0 and not has_seed):
+        return float("nan"), float("nan")
+    q_low, q_high = np.quantile(vals, [alpha, 1.0 - alpha]) if vals.size else (estimate, estimate)
+    s = NormalDist().inv_cdf(1.0 - alpha) * float(seed_sd) if has_seed else 0.0
+    return (float(estimate - np.hypot(max(estimate - q_low, 0.0), s)),
+            float(estimate + np.hypot(max(q_high - estimate, 0.0), s)))

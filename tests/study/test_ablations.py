@@ -22,6 +22,7 @@ from padim_repro.metrics import PAPER_METRICS as METRICS
 from padim_repro.model import Padim
 from padim_repro.scoring import mahalanobis
 from padim_repro.study import ablations as ab
+from padim_repro.study.ablations import differences as D
 from padim_repro.study.ablations import experiments as X
 from padim_repro.study.ablations import tables as T
 from padim_repro.study.ablations import variants as V
@@ -198,6 +199,7 @@ def test_run_experiment_is_resumable(synthetic_root: Path, tmp_path: Path, monke
     manifest = json.loads((tmp_path / "res" / "ablations" / "sigma.json").read_text())
     assert len(on_disk) == 3 and manifest["params"]["sigmas"] == [0.0, 2.0, 4.0]
     assert manifest["groups"][RGB_CATEGORY]["n_rows"] == 3 and manifest["groups"][RGB_CATEGORY]["data"]["n_files"] == 26
+    assert X.store(tmp_path / "res", "sigma").arrays(RGB_CATEGORY)["pro"].shape == (3, 1000)
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed")
@@ -227,17 +229,22 @@ def test_rows_are_trusted_only_when_intact(synthetic_root: Path, tmp_path: Path,
     csv.write_text(csv.read_text().replace("0.", "0.1", 1))  # a hand edit (or a half-written file)
     X.run_experiment("sigma", synthetic_root, "none", sigmas=[4], **kw)
     assert calls == [1]
+    arrays = tmp_path / "res" / "ablations" / "sigma_arrays" / f"{RGB_CATEGORY}.npz"
+    arrays.write_bytes(arrays.read_bytes()[:-8] + b"\0" * 8)  # the bootstrap resamples edited: the group too
+    assert X.store(tmp_path / "res", "sigma").arrays(RGB_CATEGORY) == {}
+    X.run_experiment("sigma", synthetic_root, "none", sigmas=[4], **kw)
+    assert calls == [1, 1]
     data = json.loads(manifest.read_text())
     data["groups"].pop(RGB_CATEGORY)  # as if interrupted between the CSV and the manifest
     manifest.write_text(json.dumps(data))
     X.run_experiment("sigma", synthetic_root, "none", sigmas=[4], **kw)
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
     root = tmp_path / "data"
     make_synthetic_category(root, RGB_CATEGORY, size=64, seed=0)
     image = root / RGB_CATEGORY / "train" / "good" / "000.png"
     image.write_bytes((synthetic_root / RGB_CATEGORY / "train" / "good" / "001.png").read_bytes())
     X.run_experiment("sigma", root, "none", sigmas=[4], **kw)
-    assert calls == [1, 1, 1]  # one file's content changed: other data
+    assert calls == [1, 1, 1, 1]  # one file's content changed: other data
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +284,17 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     # all448 is the same variant in both experiments (same Gaussians, same metrics).
     a = nf[nf.method == "all"][list(METRICS)].to_numpy()
     assert np.allclose(a, layers[layers.method == "all"][list(METRICS)].to_numpy())
-    assert proto.protocol.tolist() == ["paper", "no_crop"] and proto.crop.tolist() == [56, 64]
+    assert proto.protocol.tolist() == ["paper", "no_crop", "bicubic_maps"] and proto.crop.tolist() == [56, 64, 56]
     assert proto.embeddings_key.nunique() == 2
+    bicubic = proto.set_index("protocol").loc["bicubic_maps", list(METRICS)].to_numpy(float)
+    assert not np.allclose(bicubic, proto.set_index("protocol").loc["paper", list(METRICS)].to_numpy(float))
+    # Every variant keeps its paired bootstrap resamples; a difference reads them (paired) and the seed spread.
+    boot = X.store(res, "n_features").arrays(RGB_CATEGORY)
+    assert boot["pixel_auroc"].shape == (len(nf), 1000)
+    d = D.variant_difference(res, "n_features", {"method": "random", "d": 100}, {"method": "pca", "d": 100})
+    assert d["pro"].paired and d["pro"].seed_sd is not None and d["pro"].low <= d["pro"].value <= d["pro"].high
+    expected = 100 * (nf[nf.variant == "Rd100"].pro.mean() - nf[nf.variant == "PCA100"].pro.mean())
+    assert d["pro"].value == pytest.approx(expected)
     rd100 = nf[(nf.variant == "Rd100") & (nf.seed == 1024)][list(METRICS)].to_numpy()
     for other in (sigma[sigma.sigma == 4], proto[proto.protocol == "paper"]):
         assert np.allclose(other[list(METRICS)].to_numpy(), rd100)
@@ -303,7 +319,7 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     layers_shown = ab.comparison_table("layers", layers).data.set_index(("variant", ""))
     assert layers_shown.loc["layer1 only", ("PRO", "paper")] == "86.8 (S2)"
     assert ab.sigma_table(sigma).tables[0].data[("sigma", "")].tolist() == ["0", "4"]
-    assert ab.protocol_table(proto).data.shape[0] == 2
+    assert ab.protocol_table(proto).data.shape[0] == 3
     assert "its variants took" in ab.timing_summary(res, "n_features")
     assert pca.method.tolist() == ["pca_pooled_top", "pca_pooled_bottom", "pca_position_top", "pca_position_bottom",
                                    "random"] and (pca.d == 20).all()  # fmt: skip

@@ -272,7 +272,7 @@ def test_pages_render_in_a_browser(synthetic_book: dict, tmp_path: Path) -> None
 
     index = _chromium(["--dump-dom", (site / "index.html").as_uri()], profile)
     assert index.returncode == 0, index.stderr[-2000:]
-    assert "PaDiM, reproduced" in index.stdout
+    assert "PaDiM: a reproduction report" in index.stdout
 
     page = _chromium(["--dump-dom", (site / "results" / "synthetic_resnet18.html").as_uri()], profile)
     assert page.returncode == 0, page.stderr[-2000:]

@@ -165,3 +165,24 @@ def test_resamples_in_one_block_give_the_same_curves(monkeypatch: pytest.MonkeyP
     _, one = bootstrap_values(maps, masks, scores, labels, n_resamples=9, seed=1)
     for m in ("pixel_auroc", "pixel_f1_max", "pro"):
         np.testing.assert_allclose(split[m], one[m], rtol=0, atol=1e-12, err_msg=m)
+
+
+def test_difference_interval_pairs_the_resamples_and_adds_the_seed_spread() -> None:
+    """A paired difference is as precise as the difference's own resampling: two variants that move together on
+    every resample (shared test-set noise of sd 2) differ by exactly 1, so the paired interval is that point; the
+    seed spread then widens it by z * sd on each side."""
+    from padim_repro.study.uncertainty import difference_interval, difference_values
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 2.0, (3, 1000))
+    a, b = 90 + shared + 1.0, 90 + shared
+    values = difference_values(a, b)
+    assert np.allclose(values, 1.0)
+    assert difference_interval(1.0, values) == pytest.approx((1.0, 1.0))
+    low, high = difference_interval(1.0, values, seed_sd=0.5)
+    assert (low, high) == pytest.approx((1.0 - 1.96 * 0.5, 1.0 + 1.96 * 0.5), abs=1e-3)
+    # Unpaired (the resamples of b shuffled), the same data give a much wider interval: the pairing matters.
+    unpaired = difference_values(a, b[:, rng.permutation(1000)])
+    lo_u, hi_u = difference_interval(1.0, unpaired)
+    assert hi_u - lo_u > 4.0
+    assert all(np.isnan(difference_interval(1.0)))  # neither source: no interval

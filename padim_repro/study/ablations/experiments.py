@@ -11,7 +11,8 @@
   Mahalanobis distances are summed, and the concatenation of all 448 channels.
 * ``sigma``: the blur of the anomaly map, sigma in {0 (none), 1, 2, 4, 8, 16}, with R18-Rd100 (seed 1024).
 * ``protocol``: the paper's preprocessing (resize 256, center crop 224) against resize 256 without crop
-  (anomalib's: resize 256, crop 256), with R18-Rd100 (seed 1024), sigma 4.
+  (anomalib's: resize 256, crop 256), and the anomaly maps upsampled bicubically (the paper, as translated) against
+  bilinearly (every reproduction), with R18-Rd100 (seed 1024), sigma 4.
 
 Results go to ``RESULTS/ablations/EXPERIMENT.csv`` (one row per category x variant x seed x sigma) with its manifest
 ``EXPERIMENT.json`` (:class:`~padim_repro.study.rows.RowStore`); a category whose rows were computed from the same
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -57,6 +59,8 @@ ABLATIONS_DIR = "ablations"
 CODE = ("study/ablations/embeddings.py", "study/ablations/variants.py", "study/ablations/work.py",
         "study/ablations/experiments.py")
 
+#: An experiment's rows on one category and their bootstrap resamples (metric -> (rows, B), one row per row).
+Rows = tuple[list[dict[str, Any]], dict[str, np.ndarray]]
 COLUMNS = ["experiment", "category", "variant", "method", "d", "seed", "sigma", "protocol", "resize", "crop",
            "image_auroc", "pixel_auroc", "pro", "seconds", "seconds_linalg", "seconds_metrics", "n_train", "n_test",
            "embeddings_key", "weights_id"]  # fmt: skip
@@ -64,7 +68,7 @@ COLUMNS = ["experiment", "category", "variant", "method", "d", "seed", "sigma", 
 
 def n_features_category(work: CategoryWork, d_values: Sequence[int] = D_VALUES, seeds: Sequence[int] = SEEDS,
                         spread_d: int = 100, other_seeds: Sequence[int] = SEEDS[:3],
-                        sigma: float = 4.0) -> list[dict[str, Any]]:  # fmt: skip
+                        sigma: float = 4.0) -> Rows:  # fmt: skip
     """Table II on one category: all channels, random subsets of each d (one row per seed: ``seeds`` at
     ``spread_d``, ``other_seeds`` at the other d), PCA to each d.
 
@@ -82,10 +86,10 @@ def n_features_category(work: CategoryWork, d_values: Sequence[int] = D_VALUES, 
                         seed=int(seed))  # fmt: skip
         for d in subset_ds:
             out.add(emb, lambda d=d: work.pooled_pca(d), sigma, f"PCA{d}", "pca", d=d)
-        return out.rows()
+        return out.rows(), out.bootstrap
 
 
-def pca_category(work: CategoryWork, d: int = 100, seed: int = 1024, sigma: float = 4.0) -> list[dict[str, Any]]:
+def pca_category(work: CategoryWork, d: int = 100, seed: int = 1024, sigma: float = 4.0) -> Rows:
     """The PCA probe on one category: the ``d`` components of largest or smallest variance, from the pooled PCA or
     one PCA per position, and the random subset Rd``d`` (seed ``seed``) they are compared with."""
     variants = [
@@ -98,10 +102,10 @@ def pca_category(work: CategoryWork, d: int = 100, seed: int = 1024, sigma: floa
     with VariantRows("pca") as out:
         for label, method, compute in variants:
             out.add(work.emb, compute, sigma, label, method, d=d, seed=seed if method == "random" else None)
-        return out.rows()
+        return out.rows(), out.bootstrap
 
 
-def layers_category(work: CategoryWork, sigma: float = 4.0) -> list[dict[str, Any]]:
+def layers_category(work: CategoryWork, sigma: float = 4.0) -> Rows:
     """Table I on one category: each layer alone, the layers as separate Gaussians summed, all layers concatenated.
 
     Everything is on the first layer's grid: a coarser layer's embeddings there are its own nearest-upsampled,
@@ -120,27 +124,34 @@ def layers_category(work: CategoryWork, sigma: float = 4.0) -> list[dict[str, An
                 sigma, "separate Gaussians summed", "summed", d=emb.n_channels)  # fmt: skip
         rows = out.rows()
     order = ["layer", "summed", "all"]
-    return sorted(rows, key=lambda r: order.index(r["method"]))
+    perm = sorted(range(len(rows)), key=lambda i: order.index(rows[i]["method"]))
+    return [rows[i] for i in perm], {m: v[perm] for m, v in out.bootstrap.items()}
 
 
 def sigma_category(work: CategoryWork, sigmas: Sequence[float] = SIGMAS, d: int = 100,
-                   seed: int = 1024) -> list[dict[str, Any]]:  # fmt: skip
+                   seed: int = 1024) -> Rows:  # fmt: skip
     """R18-Rd``d`` (one seed) with each blur sigma; the distance maps are computed once."""
     with VariantRows("sigma") as out:
         for s in sigmas:
             out.add(work.emb, lambda: work.random(d, seed), float(s), f"sigma {float(s):g}", "random", d=d, seed=seed)
-        return out.rows()
+        return out.rows(), out.bootstrap
 
 
 def protocol_category(works: dict[str, CategoryWork], d: int = 100, seed: int = 1024,
-                      sigma: float = 4.0) -> list[dict[str, Any]]:  # fmt: skip
-    """R18-Rd``d`` (one seed) under each preprocessing protocol (``works``: protocol name -> its category work)."""
+                      sigma: float = 4.0) -> Rows:  # fmt: skip
+    """R18-Rd``d`` (one seed) under each preprocessing protocol (``works``: protocol name -> its category work),
+    and under the paper's preprocessing with the anomaly maps upsampled bicubically (protocol ``bicubic_maps``, what
+    the one translation of the paper read offline says) instead of bilinearly (the method's and every public
+    reproduction's): the same distances, only the upsampling differs."""
     with VariantRows("protocol") as out:
         for name, work in works.items():
             emb = work.emb
             out.add(emb, lambda work=work: work.random(d, seed), sigma, f"resize {emb.resize}, crop {emb.crop}",
                     "random", d=d, seed=seed, protocol=name)  # fmt: skip
-        return out.rows()
+        emb = works["paper"].emb
+        out.add(emb, lambda: works["paper"].random(d, seed), sigma, f"resize {emb.resize}, crop {emb.crop}, "
+                "bicubic maps", "random", upsample="bicubic", d=d, seed=seed, protocol="bicubic_maps")  # fmt: skip
+        return out.rows(), out.bootstrap
 
 
 def results_path(results_root: str | Path, experiment: str) -> Path:
@@ -229,13 +240,13 @@ def run_experiments(experiments: dict[str, dict[str, Any]], data_root: str | Pat
             t1 = time.perf_counter()
             params = {k: v for k, v in experiments[name].items() if k != "epsilon"}
             if name == "protocol":
-                rows = protocol_category(works, **params)
+                rows, resampled = protocol_category(works, **params)
             else:
-                rows = {"n_features": n_features_category, "pca": pca_category, "layers": layers_category,
-                        "sigma": sigma_category}[name](works["paper"], **params)  # fmt: skip
+                rows, resampled = {"n_features": n_features_category, "pca": pca_category, "layers": layers_category,
+                                   "sigma": sigma_category}[name](works["paper"], **params)  # fmt: skip
             seconds = time.perf_counter() - t1
             tables[name].append(stores[name].put(
-                category, keys[name], pd.DataFrame(rows, columns=COLUMNS), seconds=round(seconds, 1),
+                category, keys[name], pd.DataFrame(rows, columns=COLUMNS), arrays=resampled, seconds=round(seconds, 1),
                 embeddings_seconds=round(t_emb, 1), data=data, embeddings_key=described["paper"],
             ))  # fmt: skip
             log(f"{name} {category}: {len(rows)} variants in {seconds:.1f} s (backbone pass {t_emb:.1f} s, shared)")

@@ -18,12 +18,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...gaussian import fill_precisions, torch_threads
-from ...metrics import PAPER_METRICS, evaluate
+from ...metrics import PAPER_METRICS
 from ...scoring import anomaly_maps, image_scores, mahalanobis
+from ..uncertainty import bootstrap_values
 from .embeddings import Embeddings, PositionGaussians
+
+#: The paired bootstrap of every variant's metrics: as the main runs' (resamples, seed), so that every variant of a
+#: category is resampled on the same draws of its test images.
+BOOTSTRAP = {"n_resamples": 1000, "seed": 0}
 
 #: Variants computed at once (threads), each with one torch thread: batched LAPACK on small matrices and the
 #: metrics' sorts run on one core, so two variants at once use both cores of a 2-core machine.
@@ -118,12 +124,19 @@ def variant_distances(
     return mahalanobis(emb.reshape(m, k, h, w), mean.to(torch.float32), precision)
 
 
-def evaluate_distances(dist: torch.Tensor, emb: Embeddings, sigma: float = 4.0) -> dict[str, float]:
-    """The paper's three metrics of distance maps (M, h, w): upsampled to the crop, blurred with ``sigma``."""
-    maps = anomaly_maps(dist.to(torch.float32), emb.crop, sigma)
+def evaluate_distances(dist: torch.Tensor, emb: Embeddings, sigma: float = 4.0,
+                       upsample: str = "bilinear") -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+    """The paper's three metrics of distance maps (M, h, w), upsampled to the crop (``upsample``: the method's
+    bilinear, or bicubic) and blurred with ``sigma``, and their :data:`BOOTSTRAP` resamples (metric -> (B,)): every
+    variant of a category is resampled with the same seed, hence the same draws of test images, so the difference
+    of two variants' b-th values is their difference on one resampled test set (a paired bootstrap,
+    :func:`~padim_repro.study.uncertainty.difference_values`)."""
+    maps = anomaly_maps(dist.to(torch.float32), emb.crop, sigma, upsample)
     scores = image_scores(maps)
-    result = evaluate(maps.cpu().numpy(), emb.masks, scores.cpu().numpy(), emb.labels, emb.defect_types)
-    return {k: result[k] for k in PAPER_METRICS}
+    estimate, values = bootstrap_values(maps.cpu().numpy(), emb.masks, scores.cpu().numpy(), emb.labels,
+                                        **BOOTSTRAP)  # fmt: skip
+    metrics = {k: None if not np.isfinite(estimate[k]) else estimate[k] for k in PAPER_METRICS}
+    return metrics, {k: values[k].astype(np.float32) for k in PAPER_METRICS}
 
 
 class VariantRows:
@@ -133,7 +146,8 @@ class VariantRows:
     its metrics (upsampling, blur, AUROCs, PRO). ``workers`` jobs run at once, each with one torch thread, so the
     linear algebra of one variant overlaps the metrics (numpy, outside the GIL) of another. :meth:`rows` waits for
     all jobs and returns the rows in the order added, with the seconds each spent in ``seconds_linalg`` and
-    ``seconds_metrics``. The pool is for a CPU only: with the Gaussians on a GPU (known at the first :meth:`add`) the
+    ``seconds_metrics``; its ``bootstrap`` then holds each metric's resamples, one row per row (metric -> (rows, B)).
+    The pool is for a CPU only: with the Gaussians on a GPU (known at the first :meth:`add`) the
     jobs run one after another on the calling thread, which keeps CUDA's lazily loaded linear-algebra library on one
     thread and the GPU busy with one variant at a time.
     """
@@ -145,6 +159,7 @@ class VariantRows:
         self._started = False
         self._jobs: list[tuple[Future, dict[str, Any]]] = []
         self._threads: Any = None
+        self.bootstrap: dict[str, np.ndarray] = {}
 
     def _start(self, device: torch.device) -> None:
         """Open the worker pool (and one torch thread per worker) when the Gaussians are on a CPU."""
@@ -155,16 +170,16 @@ class VariantRows:
             self._threads.__enter__()
 
     def add(self, emb: Embeddings, distances: torch.Tensor | Callable[[], torch.Tensor], sigma: float, variant: str,
-            method: str, **extra: Any) -> Future:  # fmt: skip
-        """Queue one variant; the returned future gives (distance maps, metrics) when done."""
+            method: str, upsample: str = "bilinear", **extra: Any) -> Future:  # fmt: skip
+        """Queue one variant; the returned future gives (distance maps, metrics, resamples) when done."""
 
-        def job() -> tuple[torch.Tensor, dict[str, Any]]:
+        def job() -> tuple[torch.Tensor, dict[str, Any], dict[str, np.ndarray]]:
             t0 = time.perf_counter()
             dist = distances() if callable(distances) else distances
             t1 = time.perf_counter()
-            metrics = evaluate_distances(dist, emb, sigma)
+            metrics, values = evaluate_distances(dist, emb, sigma, upsample)
             t2 = time.perf_counter()
-            return dist, {**metrics, "seconds_linalg": t1 - t0, "seconds_metrics": t2 - t1}
+            return dist, {**metrics, "seconds_linalg": t1 - t0, "seconds_metrics": t2 - t1}, values
 
         if not self._started:
             self._start(emb.gaussians.cov.device)
@@ -179,11 +194,13 @@ class VariantRows:
     def rows(self) -> list[dict[str, Any]]:
         """Wait for every job; the rows in the order the variants were added."""
         try:
-            out = []
+            out, values = [], []
             for fut, info in self._jobs:
-                _, metrics = fut.result()
+                _, metrics, resampled = fut.result()
                 out.append(_row(self.experiment, info.pop("emb"), info.pop("variant"), info.pop("method"), metrics,
                                 **info))  # fmt: skip
+                values.append(resampled)
+            self.bootstrap = {m: np.stack([v[m] for v in values]) for m in PAPER_METRICS} if values else {}
             return out
         finally:
             self.close()

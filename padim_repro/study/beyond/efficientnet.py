@@ -70,7 +70,8 @@ def efficientnet_experiment(data_root: str | Path, results_root: str | Path, wei
                             force: bool = False, **config: Any) -> pd.DataFrame:  # fmt: skip
     """PaDiM-R18-Rd100 and PaDiM-EfficientNet (the paper's levels 2, 4, 5; ``effnet_d`` kept channels each, 0 =
     all) on each category, as ordinary runs (:func:`~padim_repro.study.runs.run_or_load`: reused when complete,
-    unless ``force``); one row per (category, model) in ``RESULTS/beyond/efficientnet.csv``, keyed by its run,
+    unless ``force``, which does not apply to the R18-Rd100 runs: those are the runs step's); one row per (category,
+    model) in ``RESULTS/beyond/efficientnet.csv``, keyed by its run,
     metrics as fractions.
 
     Defaults: the local EfficientNet-Lite0 ImageNet weights in ``tf_efficientnet_lite0``.
@@ -86,7 +87,9 @@ def efficientnet_experiment(data_root: str | Path, results_root: str | Path, wei
     t_start = time.perf_counter()
     for category in present_categories(data_root, categories):
         for name, c in configs:
-            run = run_or_load(category, data_root, results_root, c, force=force)
+            # The R18-Rd100 runs are the runs step's (make reproduce computes them first): forced again here, their
+            # category pages would show an older run than their metrics.json.
+            run = run_or_load(category, data_root, results_root, c, force=force and name != R18_MODEL)
             record = run.record
             row = pd.DataFrame([{
                 "category": category, "model": name, "backbone": c.backbone, "layers": ",".join(c.layers),
@@ -181,11 +184,13 @@ def kept_channels_table(configs: dict[str, dict[str, Any]]) -> Table:
 
 def cost_table(df: pd.DataFrame) -> Table:
     """Fitting time (s, to 0.1 s) and time per test image (ms) of every run on this machine, with the embedding
-    sizes."""
+    sizes: each run's own timing (its ``metrics.json``, as on its category page), one pass; the Cost page's
+    R18-Rd100 figures are the bench's, in paired rounds in one warm process, so they differ."""
     frame = pd.DataFrame({"category": df.category, "model": df.model, "d": df.d, "channels": df.n_channels_total,
                           "fit (s)": df.fit_s.map(number), "inference per image (ms)":
                           (1e3 * df.predict_per_image_s).map(lambda v: number(v, 0))})  # fmt: skip
-    return noted(table(frame))
+    return noted(table(frame), "Each run's own timing, one pass (its metrics.json, as on its category page): the "
+                 "Cost page's R18-Rd100 figures are the bench's, in paired rounds in one warm process, and differ.")
 
 
 def provenance_table(info: dict[str, Any], df: pd.DataFrame) -> Tables:

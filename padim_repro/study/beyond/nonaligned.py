@@ -162,7 +162,9 @@ def nonaligned_experiment(data_root: str | Path, results_root: str | Path, weigh
     out = []
     t_start = time.perf_counter()
     for category in present_categories(data_root, categories):
-        aligned = run_or_load(category, data_root, results_root, cfg, force=force, progress=progress)
+        # The aligned run is the runs step's (make reproduce computes it first): forced again here, its category
+        # page would show an older run than its metrics.json. ``force`` recomputes this experiment's own rows.
+        aligned = run_or_load(category, data_root, results_root, cfg, progress=progress)
         rec = aligned.record
         common = {"weights_id": rec["weights"]["fingerprint"], "run_key": aligned.manifest.get("key")}
         out.append({"category": category, "protocol": "aligned", "seed": -1, **{m: rec[m] for m in METRICS},

@@ -1,0 +1,106 @@
+"""Differences between two variants of an ablation, each with a 95 % interval that holds both sources of noise.
+
+What: :func:`variant_difference` gives, per metric, our difference A - B (points, mean over the categories both
+were run on) and its interval (:func:`padim_repro.study.uncertainty.difference_interval`): the paired bootstrap of
+the test images (every variant of a category was resampled on the same draws, kept beside the rows by
+:class:`~padim_repro.study.rows.RowStore`) combined with the spread of the difference over channel seeds, where a
+variant was run with several.
+
+Why: a difference of a few tenths of a point on test sets of ~100 images may be sampling noise, and a difference
+found with one random channel subset may not hold for another; a verdict on a claimed difference
+(:func:`padim_repro.study.verdicts.difference_verdict`) reads this interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..report import METRICS
+from ..uncertainty import difference_interval, difference_values
+from .experiments import store
+
+
+@dataclass
+class Difference:
+    """Our difference A - B of one metric (points) with its 95 % interval and what the interval holds."""
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    paired: bool  # the test-image bootstrap is in the interval (every category's resamples were kept)
+    seed_sd: float | None  # the spread of the difference over channel seeds (points), None for one seed
+
+    @property
+    def noise(self) -> str:
+        """What the interval holds, in words."""
+        parts = (["test images (paired bootstrap)"] if self.paired else []) + \
+            ([f"channel seeds (sd {self.seed_sd:.2f} pt)"] if self.seed_sd is not None else [])
+        return " + ".join(parts) or "none"
+
+
+def _select(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in selector.items():
+        mask &= (df[k] == v).to_numpy()
+    return df[mask]
+
+
+def variant_difference(results: str | Path, experiment: str, a: dict[str, Any],
+                       b: dict[str, Any]) -> dict[str, Difference] | None:  # fmt: skip
+    """Per metric, variant ``a`` minus variant ``b`` of ``experiment`` (column selectors of its rows), in points,
+    over the categories both were run on; None when either was not run.
+
+    The value is the mean over categories of (A's mean over its seeds) - (B's). The interval combines the paired
+    bootstrap of that mean difference (:func:`~padim_repro.study.uncertainty.difference_values`; absent when a
+    category's resamples were not kept) with the standard deviation over seeds of the mean-over-categories
+    difference, where A or B was run with several seeds (ddof 1; a variant with one seed pairs each of the other's).
+    """
+    rows_store = store(results, experiment)
+    table = rows_store.table()
+    if table.empty:
+        return None
+    table = table.assign(_pos=table.groupby("group").cumcount())
+    sa, sb = _select(table, a), _select(table, b)
+    cats = [c for c in dict.fromkeys(sa.category) if c in set(sb.category)]
+    if not cats:
+        return None
+    sa, sb = sa[sa.category.isin(cats)], sb[sb.category.isin(cats)]
+    arrays = {c: rows_store.arrays(c) for c in cats}
+    paired = all(all(m in arrays[c] for m in METRICS) for c in cats)
+    out = {}
+    for m in METRICS:
+        per_cat = [(100 * sa[sa.category == c][m].mean()) - (100 * sb[sb.category == c][m].mean()) for c in cats]
+        value = float(np.mean(per_cat))
+        seed_sd = _seed_sd(sa, sb, m)
+        values = None
+        if paired:
+            pick = [(arrays[c][m][sa[sa.category == c]._pos.to_numpy()].mean(axis=0),
+                     arrays[c][m][sb[sb.category == c]._pos.to_numpy()].mean(axis=0)) for c in cats]
+            values = 100 * difference_values(np.stack([p[0] for p in pick]), np.stack([p[1] for p in pick]))
+        low, high = difference_interval(value, values, seed_sd)
+        out[m] = Difference(m, value, low, high, paired, seed_sd)
+    return out
+
+
+def _seed_sd(sa: pd.DataFrame, sb: pd.DataFrame, metric: str) -> float | None:
+    """The standard deviation (ddof 1, points) over seeds of the mean-over-categories difference A - B, where one of
+    them was run with several seeds (the other's mean over its seeds is subtracted from each); None otherwise."""
+    def per_seed(rows: pd.DataFrame) -> pd.Series:
+        return 100 * rows.assign(seed=rows.seed.fillna(-1)).groupby("seed")[metric].mean()
+
+    ma, mb = per_seed(sa), per_seed(sb)
+    if len(ma) > 1 and len(mb) > 1:
+        diff = (ma - mb).dropna() if set(ma.index) == set(mb.index) else ma - mb.mean()
+    elif len(ma) > 1:
+        diff = ma - mb.mean()
+    elif len(mb) > 1:
+        diff = ma.mean() - mb
+    else:
+        return None
+    return float(diff.std(ddof=1)) if len(diff) > 1 else None
