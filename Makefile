@@ -45,6 +45,8 @@ bench: setup
 	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --rounds $(BENCH_ROUNDS) \
 	  --json $(RESULTS)/bench/core.json
 	$(PY) bench/bench_aupro.py
+	$(PY) bench/bench_own_images.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --maps \
+	  --json $(RESULTS)/bench/own_images.json
 	bash bench/setup_anomalib.sh
 	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --pairs $(ANOMALIB_PAIRS) \
 	  --json $(RESULTS)/bench/anomalib_vs_ours.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,18 @@ def test_an_image_failing_mid_stream_leaves_out_as_it_was(folders: Path, model_f
     _refused(["predict", str(images), "--model", str(model_file), "--out", str(out)], capsys, "i39.png")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_run_with_tiles(synthetic_root: Path, tmp_path: Path) -> None:
+    """``run --tile``: the whole 64 px images in 32 px tiles; maps and masks at the images' size, metrics computed."""
+    from conftest import RGB_CATEGORY
+
+    from padim_repro.study.runs import load_predictions
+
+    out = tmp_path / "run"
+    assert main(["run", "--category", RGB_CATEGORY, "--data-root", str(synthetic_root), "--out", str(out),
+                 "--tile", "32", *SMALL[:2], *SMALL[6:]]) == 0  # fmt: skip
+    pred = load_predictions(out)
+    assert pred["maps"].shape[1:] == (64, 64) and pred["masks"].shape == pred["maps"].shape
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["config"]["tile"] == 32 and record["image_auroc"] >= 0.9
