@@ -119,3 +119,11 @@ MT_ROOT ?= $(dir $(patsubst %/,%,$(DATA_ROOT)))magnetic_tile
 beyond: setup
 	$(PY) -m padim_repro beyond --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --results $(RESULTS) --book-dir $(BOOK_DIR) \
 	  --weights $(WEIGHTS_RESNET18) --device $(DEVICE) $(if $(FORCE),--force)
+
+# The how-to page "PaDiM on your own images" (book/howto/own_images.ipynb): `fit` and `predict` on Magnetic Tile, with
+# and without tiles; recomputed every time (estimated 25 min on 2 CPU cores from a run of 20 images per part; HOWTO_LIMIT=N: N images per part, quick).
+HOWTO_LIMIT ?= 0
+.PHONY: howto
+howto: setup
+	$(PY) -m padim_repro.study.own_images_page --mt-root $(MT_ROOT) --weights $(WEIGHTS_RESNET18) --results $(RESULTS) \
+	  --book-dir $(BOOK_DIR) --device $(DEVICE) --limit $(HOWTO_LIMIT)

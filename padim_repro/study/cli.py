@@ -323,8 +323,9 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": _fit, "predict": _predict, "run": _run, "category": _category, "reproduce": _reproduce, "download": _download, "book": _book,
+COMMANDS = {"run": _run, "category": _category, "reproduce": _reproduce, "download": _download, "book": _book,
             "beyond": _beyond, "ablations": _ablations, "cost": _cost}  # fmt: skip
+COMMANDS.update(fit=_fit, predict=_predict)  # your own images (study/own_images.py)
 
 
 if __name__ == "__main__":

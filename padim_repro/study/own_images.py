@@ -78,15 +78,16 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.save(fh, array))
 
 
-def _relative_names(files: Sequence[Path]) -> list[Path]:
+def output_names(files: Sequence[Path]) -> list[Path]:
     """Each file's path relative to the deepest folder holding them all: the names of its outputs."""
     base = Path(os.path.commonpath([f.resolve().parent for f in files]))
     return [f.resolve().relative_to(base) for f in files]
 
 
-def _resolve_threshold(model: Padim, threshold: float | None, good: str | None, fpr: float, workers: int,
-                       progress: bool | None) -> tuple[float | None, dict[str, Any]]:  # fmt: skip
-    """The threshold given, or the score at false-positive rate ``fpr`` on the normal images of ``good``."""
+def _resolve_threshold(model: Padim, threshold: float | None, good: str | Sequence[Path] | None, fpr: float,
+                       workers: int, progress: bool | None) -> tuple[float | None, dict[str, Any]]:  # fmt: skip
+    """The threshold given, or the score at false-positive rate ``fpr`` on the normal images of ``good`` (a folder or
+    a list of files)."""
     if threshold is not None and good is not None:
         raise ValueError("give either --threshold or --good (with --fpr), not both")
     if threshold is not None:
@@ -95,17 +96,18 @@ def _resolve_threshold(model: Padim, threshold: float | None, good: str | None, 
         return threshold, {"threshold": threshold, "threshold_from": "--threshold"}
     if good is None:
         return None, {"threshold": None}
-    files = list_images([good], "--good")
+    files = list_images([good] if isinstance(good, (str, Path)) else good, "--good")
     check_images(files, model.config, model.image_size_)
     threshold_at_fpr(np.zeros(len(files)), fpr)  # too few images: refused before any is scored
     scores = np.concatenate([s for _, s in predict_files(model, files, workers, progress, desc="good")])
     t = threshold_at_fpr(scores, fpr)
-    return t, {"threshold": t, "threshold_from": f"--good {good} --fpr {fpr}", "n_good": len(files),
+    where = good if isinstance(good, (str, Path)) else f"({len(files)} files)"
+    return t, {"threshold": t, "threshold_from": f"--good {where} --fpr {fpr}", "n_good": len(files),
                "good_false_positive_rate": float((scores > t).mean())}  # fmt: skip
 
 
 def predict_folder(paths: Sequence[str | Path], model_path: str | Path, out: str | Path,
-                   threshold: float | None = None, good: str | None = None, fpr: float = 0.01,
+                   threshold: float | None = None, good: str | Sequence[Path] | None = None, fpr: float = 0.01,
                    device: str | None = None, maps: bool = True, workers: int = 0,
                    progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Score the images of ``paths`` with the model file ``model_path`` and write ``scores.csv`` (path, score,
@@ -138,7 +140,7 @@ def predict_folder(paths: Sequence[str | Path], model_path: str | Path, out: str
 def _score_into(stage: Path, model: Padim, files: list[Path], sizes: list[tuple[int, int]], t: float | None,
                 maps: bool, workers: int, progress: bool | None) -> list[dict[str, Any]]:  # fmt: skip
     """Score ``files`` into the staging folder: maps and overlays as they come, ``scores.csv`` last."""
-    names = _relative_names(files)
+    names = output_names(files)
     rows: list[dict[str, Any]] = []
     i = 0
     for group_maps, group_scores in predict_files(model, files, workers, progress):

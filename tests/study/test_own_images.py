@@ -230,3 +230,19 @@ def test_run_with_tiles(synthetic_root: Path, tmp_path: Path) -> None:
     assert pred["maps"].shape[1:] == (64, 64) and pred["masks"].shape == pred["maps"].shape
     record = json.loads((out / "metrics.json").read_text())
     assert record["config"]["tile"] == 32 and record["image_auroc"] >= 0.9
+
+
+def test_the_how_to_notebook_runs_on_a_folder(folders: Path, tmp_path: Path) -> None:
+    """``notebooks/own_images.ipynb`` without a Magnetic Tile root: a folder to fit on, one to score, one for the
+    threshold; its table has both variants and its figures are drawn."""
+    pytest.importorskip("papermill")
+    from padim_repro.study.notebooks import execute
+
+    params = {"mt_root": "", "train_images": str(folders / "good"), "score_images": str(folders / "test"),
+              "good_images": str(folders / "heldout"), "fpr": 0.1, "weights": "none", "tile": 32, "stride": 16,
+              "tiled_size": f"{H}x{W}", "out_dir": str(tmp_path / "out"), "device": "cpu"}  # fmt: skip
+    page = execute("own_images", tmp_path / "page.ipynb", params)
+    text = page.read_text()
+    assert "32 x 32, one tile (the untiled model)" in text and f"{W} x {H}, tiles of 32 every 16" in text
+    assert text.count('"image/png"') == 2
+    assert (tmp_path / "out" / "v1" / "predict" / "overlays" / "bad0.png").is_file()
