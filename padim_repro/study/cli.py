@@ -285,7 +285,8 @@ def _add_own_images_parsers(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="fit PaDiM on a folder tree (or list) of normal images; writes a model file")
     fit.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (recursive)")
     fit.add_argument("--model", required=True, help="the model file to write (as run --save-model writes)")
-    fit.add_argument("--workers", type=int, default=0, help="image-decoding processes beside the backbone")
+    fit.add_argument("--workers", type=int, default=None,
+                     help="image-decoding processes beside the backbone (default: 2 with CUDA, 0 on the CPU)")
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     _add_model_args(fit)
     _add_tiling_args(fit)
@@ -300,7 +301,8 @@ def _add_own_images_parsers(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--fpr", type=float, default=0.01, help="false-positive rate with --good (default %(default)s)")
     pred.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the model's)")
     pred.add_argument("--no-maps", dest="maps", action="store_false", help="scores only: no maps, no overlays")
-    pred.add_argument("--workers", type=int, default=0, help="image-decoding processes beside the backbone")
+    pred.add_argument("--workers", type=int, default=None,
+                      help="image-decoding processes beside the backbone (default: 2 with CUDA, 0 on the CPU)")
     pred.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
 

@@ -37,7 +37,17 @@ OVERLAYS_DIR = "overlays"
 ALPHA = 0.45
 
 
-def fit_folder(paths: Sequence[str | Path], model_path: str | Path, config: PadimConfig, workers: int = 0,
+def decoding_workers(workers: int | None, model: Padim) -> int:
+    """``workers`` when given (>= 0), else 2 processes decoding beside a CUDA backbone and none on the CPU (where
+    they would take the backbone's cores)."""
+    if workers is None:
+        return 2 if model.device.type == "cuda" else 0
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    return workers
+
+
+def fit_folder(paths: Sequence[str | Path], model_path: str | Path, config: PadimConfig, workers: int | None = None,
                progress: bool | None = None) -> Padim:  # fmt: skip
     """Fit PaDiM on the normal images of ``paths`` (folders searched recursively) and save it to ``model_path``
     (the file ``run --save-model`` writes)."""
@@ -47,7 +57,7 @@ def fit_folder(paths: Sequence[str | Path], model_path: str | Path, config: Padi
     files = list_images(paths, "--images")
     check_images(files, config)
     model = Padim(config, progress=False)
-    fit_files(model, files, workers, progress)
+    fit_files(model, files, decoding_workers(workers, model), progress)
     model.save(model_path)
     return model
 
@@ -108,7 +118,7 @@ def _resolve_threshold(model: Padim, threshold: float | None, good: str | Sequen
 
 def predict_folder(paths: Sequence[str | Path], model_path: str | Path, out: str | Path,
                    threshold: float | None = None, good: str | Sequence[Path] | None = None, fpr: float = 0.01,
-                   device: str | None = None, maps: bool = True, workers: int = 0,
+                   device: str | None = None, maps: bool = True, workers: int | None = None,
                    progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Score the images of ``paths`` with the model file ``model_path`` and write ``scores.csv`` (path, score,
     and anomalous yes/no when a threshold is known), ``summary.json`` and, unless ``maps`` is False, per image
@@ -117,6 +127,7 @@ def predict_folder(paths: Sequence[str | Path], model_path: str | Path, out: str
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; give a folder")
     model = Padim.load(model_path, device=device, progress=False)
+    workers = decoding_workers(workers, model)
     files = list_images(paths, "images to score")
     sizes = check_images(files, model.config, model.image_size_)
     t, summary = _resolve_threshold(model, threshold, good, fpr, workers, progress)
@@ -169,10 +180,18 @@ def _publish(stage: Path, out: Path) -> None:
     (an earlier run's maps and overlays go too, so that ``out`` never mixes two runs)."""
     old = stage / ".replaced"
     old.mkdir()
-    for name in (MAPS_DIR, OVERLAYS_DIR, SCORES_FILE, SUMMARY_FILE):
-        if (out / name).exists():
-            os.replace(out / name, old / name)
-    for name in (MAPS_DIR, OVERLAYS_DIR, SCORES_FILE, SUMMARY_FILE):
-        if (stage / name).exists():
-            os.replace(stage / name, out / name)
+    names, moved = (MAPS_DIR, OVERLAYS_DIR, SCORES_FILE, SUMMARY_FILE), []
+    try:
+        for name in names:
+            if (out / name).exists():
+                os.replace(out / name, old / name)
+                moved.append(name)
+        for name in names:
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
+    except BaseException:  # put the earlier outputs back before the staging folder is removed
+        for name in moved:
+            if not (out / name).exists():
+                os.replace(old / name, out / name)
+        raise
     shutil.rmtree(stage)

@@ -246,3 +246,21 @@ def test_the_how_to_notebook_runs_on_a_folder(folders: Path, tmp_path: Path) -> 
     assert "32 x 32, one tile (the untiled model)" in text and f"{W} x {H}, tiles of 32 every 16" in text
     assert text.count('"image/png"') == 2
     assert (tmp_path / "out" / "v1" / "predict" / "overlays" / "bad0.png").is_file()
+
+
+def test_how_to_page_on_magnetic_tile_layout(tmp_path: Path) -> None:
+    """The page's Magnetic Tile path: the seeded split, both commands, and the method's metrics on what predict
+    wrote (maps of each image's own size and masks brought to one size)."""
+    from padim_repro.study.beyond.magnetic_tile import make_synthetic_magnetic_tile
+    from padim_repro.study.own_images_page import evaluate_variant, magnetic_tile_split, run_variant
+
+    root = make_synthetic_magnetic_tile(tmp_path / "mt", n_free=20, n_defect=3, seed=0)
+    split = magnetic_tile_split(root)
+    assert (len(split.train), len(split.test), len(split.good)) == (10, 16, 10)
+    assert {s.label for s in split.test} == {0, 1} and not set(split.train) & {s.image_path for s in split.test}
+    assert len(magnetic_tile_split(root, limit=4).test) == 8
+    config = PadimConfig(weights="none", device="cpu", batch_size=4, tile=32, image_size=(64, 64))
+    run = run_variant("tiled", config, split, tmp_path / "out", fpr=0.1, progress=False)
+    assert run["threshold"] is not None and np.load(next((run["out"] / "maps").rglob("*.npy"))).dtype == np.float16
+    metrics = evaluate_variant(run["out"], split.test, 64)
+    assert metrics["image_auroc"] >= 0.8 and metrics["pixel_auroc"] >= 0.8 and 0 < metrics["pro"] <= 1
