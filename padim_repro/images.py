@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .config import PadimConfig
 from .data import IMAGE_SUFFIXES, DataError, open_image, preprocess_image
 from .data import image_size as header_size
+from .memory import reuse_freed_memory
 from .model import SCORE_GROUP, Padim
 
 
@@ -103,16 +104,18 @@ def image_batches(files: Sequence[Path], config: PadimConfig, workers: int = 0,
 def predict_files(model: Padim, files: Sequence[Path], workers: int = 0, progress: bool | None = None,
                   desc: str = "predict") -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """Anomaly maps (n, h, w) float32 and scores (n,) of ``files``, in order, a group of up to
-    :data:`~padim_repro.model.SCORE_GROUP` images at a time (so memory does not grow with their number)."""
+    :data:`~padim_repro.model.SCORE_GROUP` images at a time (so memory does not grow with their number), each group
+    scored by :meth:`~padim_repro.model.Padim.predict`."""
     bar = tqdm(total=len(files), desc=desc, unit="img", disable=None if progress is None else not progress)
     group: list[torch.Tensor] = []
-    for x in image_batches(files, model.config, workers, bar):
-        group.append(x)
-        if sum(len(g) for g in group) >= SCORE_GROUP:
+    with reuse_freed_memory():  # across the groups too, not only within each predict (see padim_repro.memory)
+        for x in image_batches(files, model.config, workers, bar):
+            group.append(x)
+            if sum(len(g) for g in group) >= SCORE_GROUP:
+                yield model.predict(group)
+                group = []
+        if group:
             yield model.predict(group)
-            group = []
-    if group:
-        yield model.predict(group)
     bar.close()
 
 
