@@ -247,9 +247,10 @@ def display_image(path: str | Path, resize: int, crop: int, interpolation: str =
     return np.asarray(resize_crop(open_image(Path(path)), resize, crop, interpolation))
 
 
-def preprocess_mask(mask: Image.Image, resize: int, crop: int, threshold: int = 0) -> torch.Tensor:
-    """Mask counterpart of :func:`preprocess_image`: nearest resize, same crop, then pixels above ``threshold`` (by
-    default any non-zero pixel) are defective; returns bool (crop, crop)."""
+def preprocess_mask(mask: Image.Image, resize: int | tuple[int, int] | None, crop: int | None,
+                    threshold: int = 0) -> torch.Tensor:  # fmt: skip
+    """Mask counterpart of :func:`preprocess_image`: nearest resize, same crop (None: none, as with tiling), then
+    pixels above ``threshold`` (by default any non-zero pixel) are defective; returns bool (crop, crop)."""
     mask = mask if resize is None else resize_mask(mask, resize)
     return binarize_mask(mask if crop is None else TF.center_crop(mask, crop), threshold)
 

@@ -67,7 +67,7 @@ class Padim:
     @property
     def image_size_(self) -> tuple[int, int] | None:
         """With tiling, the (height, width) of the model's images (fixed by ``fit`` or the model file), else None."""
-        return getattr(self.extractor, "image_size", None)
+        return self._extractor.image_size if isinstance(self._extractor, TiledExtractor) else None
 
     def _batches(self, images: ImageSource) -> Iterator[torch.Tensor]:
         if isinstance(images, torch.Tensor):

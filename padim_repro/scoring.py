@@ -72,8 +72,8 @@ def _axis_operator(n_in: int, n_out: int, sigma: float, dtype: torch.dtype, devi
 
 
 def anomaly_maps(distances: torch.Tensor, size: int | tuple[int, int], sigma: float) -> torch.Tensor:
-    """Bilinear upsampling of (B, h, w) distances to (B, size, size) (or (B, *size) for a (height, width) pair),
-    then the Gaussian blur (Sec. 3.3, 4.1).
+    """Bilinear upsampling of (B, h, w) distances to (B, size, size), or to (B, height, width) for a ``size`` of
+    (height, width), then the Gaussian blur (Sec. 3.3, 4.1).
 
     Computed exactly as ``gaussian_blur(F.interpolate(..., mode="bilinear"), sigma)`` would, through the separable
     linear operators of ``_axis_operator``.
