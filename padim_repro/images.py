@@ -27,8 +27,8 @@ from .model import SCORE_GROUP, Padim
 
 def list_images(paths: Sequence[str | Path], what: str = "images") -> list[Path]:
     """The image files (by suffix: PNG, JPEG, BMP, TIFF) of ``paths``: files as given, folders searched
-    recursively (hidden entries skipped), sorted per folder; a :class:`~padim_repro.data.DataError` naming the path for a missing
-    path, a file that is not an image, or no image at all."""
+    recursively (hidden entries skipped), sorted per folder; a :class:`~padim_repro.data.DataError` naming the path
+    for a missing path, a file that is not an image, or no image at all."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -52,8 +52,8 @@ def check_images(files: Sequence[Path], config: PadimConfig, model_size: tuple[i
                  ) -> list[tuple[int, int]]:  # fmt: skip
     """Each file's (width, height) from its header, after the checks that need no pixel: readable and 8-bit
     (:func:`~padim_repro.data.image_size`) and, with tiling, one size for all (their own, unless ``image_size``),
-    that size the model's (``model_size`` (height, width)) and no smaller than a tile. A :class:`~padim_repro.data.DataError`
-    naming the file(s) otherwise, before anything is computed."""
+    that size the model's (``model_size`` (height, width)) and no smaller than a tile. A
+    :class:`~padim_repro.data.DataError` naming the file(s) otherwise, before anything is computed."""
     sizes = [header_size(f) for f in files]
     if config.tile is None:
         return sizes
@@ -159,7 +159,8 @@ def map_at_image_size(amap: np.ndarray, width: int, height: int, config: PadimCo
 
 def threshold_at_fpr(scores: np.ndarray, fpr: float, where: str = "--good") -> float:
     """The score above which at most ``fpr`` of ``scores`` (of normal images) lie: the (k+1)-th largest, k =
-    floor(fpr * n). A :class:`~padim_repro.data.DataError` when there are too few scores to resolve that rate (n * fpr < 1)."""
+    floor(fpr * n). A :class:`~padim_repro.data.DataError` when there are too few scores to resolve that rate
+    (n * fpr < 1)."""
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must be in (0, 1), got {fpr}")
     n = len(scores)

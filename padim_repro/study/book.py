@@ -45,9 +45,9 @@ BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
 API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "memory", "storage",
-             "tiling", "images", "study", "runs", "own_images", "identity", "uncertainty", "reproduce", "download", "ablations", "beyond", "report",
-             "claims", "evidence", "verdicts", "cost", "display", "plots", "book", "html_check", "provenance",
-             "cli")  # fmt: skip
+             "tiling", "images", "study", "runs", "own_images", "identity", "uncertainty", "reproduce", "download",
+             "ablations", "beyond", "report", "claims", "evidence", "verdicts", "cost", "display", "plots", "book",
+             "html_check", "provenance", "cli")  # fmt: skip
 
 TOC_FILE = "_toc.yml"
 COVERAGE_FILE = Path("_generated") / "coverage.md"
