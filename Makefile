@@ -48,6 +48,8 @@ bench: setup
 	$(PY) bench/bench_core.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --rounds $(BENCH_ROUNDS) \
 	  --device $(BENCH_DEVICE) --json $(RESULTS)/bench/core.json
 	$(PY) bench/bench_aupro.py
+	$(PY) bench/bench_own_images.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --maps \
+	  --json $(RESULTS)/bench/own_images.json
 	bash bench/setup_anomalib.sh
 	$(PY) bench/compare_anomalib.py --data-root $(DATA_ROOT) --weights $(WEIGHTS_RESNET18) --pairs $(ANOMALIB_PAIRS) \
 	  --device $(BENCH_DEVICE) --json $(RESULTS)/bench/anomalib_vs_ours.json
@@ -130,3 +132,11 @@ CHECK_DEVICE ?= $(if $(filter cuda%,$(DEVICE)),$(DEVICE),cuda)
 check-cuda:
 	$(CHECK_PYTHON) bench/check_cuda.py --data-root $(DATA_ROOT) --mt-root $(MT_ROOT) --weights $(WEIGHTS_RESNET18) \
 	  --device $(CHECK_DEVICE)
+
+# The how-to page "PaDiM on your own images" (book/howto/own_images.ipynb): `fit` and `predict` on Magnetic Tile, with
+# and without tiles; recomputed every time (estimated 25 min on 2 CPU cores from a run of 20 images per part; HOWTO_LIMIT=N: N images per part, quick).
+HOWTO_LIMIT ?= 0
+.PHONY: howto
+howto: setup
+	$(PY) -m padim_repro.study.own_images_page --mt-root $(MT_ROOT) --weights $(WEIGHTS_RESNET18) --results $(RESULTS) \
+	  --book-dir $(BOOK_DIR) --device $(DEVICE) --limit $(HOWTO_LIMIT)

@@ -103,6 +103,13 @@ class PadimConfig:
             batched matrix products of the Mahalanobis distance, the maps in their last float32 bits, so it is part
             of a run's identity. The Gaussian does not depend on it (it adds images in fixed blocks).
         device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``; affects speed only.
+        tile: tiling (:mod:`padim_repro.tiling`): side in pixels of the square tiles each image is cut into, each
+            embedded by the backbone and the embeddings stitched into one grid of the whole image; ``None`` (the
+            default, the paper's protocol): no tiling. When tiling, ``resize`` and ``crop`` are not used: the image
+            keeps its own size, or ``image_size``, and the anomaly map has that size.
+        stride: step between tiles in pixels, 1 to ``tile`` (overlaps are averaged); ``None``: ``tile`` (no overlap).
+        image_size: when tiling, the (height, width) every image is resized to first; ``None``: each image's own
+            size (the images of one model must then all have the same size).
     """
 
     backbone: str = "resnet18"
@@ -117,6 +124,9 @@ class PadimConfig:
     weights: str = "tv_in1k"
     batch_size: int = 8
     device: str = "auto"
+    tile: int | None = None
+    stride: int | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         """Refuse, with a one-line message naming the field (as the command line spells it) and what to do, any
@@ -143,6 +153,36 @@ class PadimConfig:
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}; "
                              "pass --device auto, cpu or cuda")  # fmt: skip
+        self._check_tiling()
+
+    def _check_tiling(self) -> None:
+        """``tile`` >= 1, ``stride`` in 1..tile and ``image_size`` a pair of sides >= 1, all only when tiling."""
+        if self.tile is None:
+            if self.stride is not None or self.image_size is not None:
+                raise ValueError("stride and image_size apply only with tiling; pass --tile N as well")
+            return
+        _check_int("tile", self.tile, 1)
+        if self.stride is not None and (not _is_int(self.stride) or not 1 <= self.stride <= self.tile):
+            raise ValueError(f"stride must be an integer in 1..tile ({self.tile}) (a larger step would leave pixels "
+                             f"unseen), got {self.stride!r}; pass --stride S with S <= --tile")  # fmt: skip
+        if self.image_size is not None:
+            size = self.image_size
+            if isinstance(size, str) or not isinstance(size, Iterable) or len(tuple(size)) != 2 \
+                    or not all(_is_int(v) and v >= 1 for v in size):  # fmt: skip
+                raise ValueError(f"image_size must be (height, width), two integers >= 1, got {size!r}; "
+                                 "pass --resize HxW")  # fmt: skip
+            object.__setattr__(self, "image_size", tuple(int(v) for v in size))
+
+    @property
+    def geometry(self) -> tuple[int | tuple[int, int] | None, int | None]:
+        """(resize, crop) of :func:`~padim_repro.data.preprocess_image`: the paper's (``resize``, ``crop``), or
+        with tiling (``image_size``, None): the whole image, at its own size or resized to ``image_size``."""
+        return (self.resize, self.crop) if self.tile is None else (self.image_size, None)
+
+    @property
+    def tile_stride(self) -> int | None:
+        """The step between tiles (``stride``, or ``tile`` when not given); ``None`` without tiling."""
+        return None if self.tile is None else self.stride or self.tile
 
     def _check_sigma(self) -> None:
         """``sigma`` finite, >= 0, and its blur radius int(4 * sigma + 0.5) smaller than the anomaly map (the crop),
@@ -167,6 +207,10 @@ class PadimConfig:
         """Plain JSON-able dict of every field."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["layers"] = list(self.layers)
+        if self.tile is None:  # the paper's protocol: the same fields (and run identities) as before tiling existed
+            del out["tile"], out["stride"], out["image_size"]
+        elif self.image_size is not None:
+            out["image_size"] = list(self.image_size)
         return out
 
     @classmethod

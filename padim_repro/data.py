@@ -111,6 +111,14 @@ def _header(path: Path) -> tuple[tuple[int, int], str]:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the image at ``path`` from its header, after checking that it is readable and of an 8-bit
+    mode (a :class:`DataError` naming it otherwise)."""
+    size, mode = _header(path)
+    check_image_mode(mode, path)
+    return size
+
+
 def checked_sample(image: Path, defect_type: str, mask: Path | None) -> Sample:
     """The :class:`Sample` of ``image`` (label 0 iff ``defect_type`` is ``good``), after checking from the headers
     that the image is readable and of an 8-bit mode (:func:`check_image_mode`) and, for a defect image, that
@@ -212,12 +220,23 @@ def binarize_mask(mask: Image.Image, threshold: int = 0) -> torch.Tensor:
     return torch.from_numpy(mask_defects(mask, threshold))
 
 
-def resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> Image.Image:
-    """Resize the shorter side to ``resize``, then center-crop ``crop`` (Sec. 4.1); RGB output."""
-    return TF.center_crop(resize_image(image, resize, interpolation), crop)
+def resize_crop(image: Image.Image, resize: int | tuple[int, int] | None, crop: int | None,
+                interpolation: str = "bicubic") -> Image.Image:  # fmt: skip
+    """Resize the shorter side to ``resize``, then center-crop ``crop`` (Sec. 4.1); RGB output.
+
+    Tiling (:mod:`padim_repro.tiling`) keeps the whole image: ``crop`` None (no crop) and ``resize`` None (its own
+    size) or an exact (height, width).
+    """
+    if resize is None:
+        check_image_mode(image.mode, getattr(image, "filename", "") or "(in memory)")
+        image = image.convert("RGB")
+    else:
+        image = resize_image(image, resize, interpolation)
+    return image if crop is None else TF.center_crop(image, crop)
 
 
-def preprocess_image(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> torch.Tensor:
+def preprocess_image(image: Image.Image, resize: int | tuple[int, int] | None, crop: int | None,
+                     interpolation: str = "bicubic") -> torch.Tensor:  # fmt: skip
     """Paper preprocessing: :func:`resize_crop`, then ImageNet normalisation; float32 (3, crop, crop).
 
     Grayscale (or palette / RGBA) images become 3-channel RGB.
@@ -230,10 +249,12 @@ def display_image(path: str | Path, resize: int, crop: int, interpolation: str =
     return np.asarray(resize_crop(open_image(Path(path)), resize, crop, interpolation))
 
 
-def preprocess_mask(mask: Image.Image, resize: int, crop: int, threshold: int = 0) -> torch.Tensor:
-    """Mask counterpart of :func:`preprocess_image`: nearest resize, same crop, then pixels above ``threshold`` (by
-    default any non-zero pixel) are defective; returns bool (crop, crop)."""
-    return binarize_mask(TF.center_crop(resize_mask(mask, resize), crop), threshold)
+def preprocess_mask(mask: Image.Image, resize: int | tuple[int, int] | None, crop: int | None,
+                    threshold: int = 0) -> torch.Tensor:  # fmt: skip
+    """Mask counterpart of :func:`preprocess_image`: nearest resize, same crop (None: none, as with tiling), then
+    pixels above ``threshold`` (by default any non-zero pixel) are defective; returns bool (crop, crop)."""
+    mask = mask if resize is None else resize_mask(mask, resize)
+    return binarize_mask(mask if crop is None else TF.center_crop(mask, crop), threshold)
 
 
 def open_image(path: Path, mask: bool = False) -> Image.Image:
@@ -287,7 +308,7 @@ class MVTecDataset(torch.utils.data.Dataset):
         image, mask = self.open_sample(i)
         x = preprocess_image(image, self.resize, self.crop, self.interpolation)
         if mask is None:
-            m = torch.zeros(self.crop, self.crop, dtype=torch.bool)
+            m = torch.zeros(x.shape[-2:], dtype=torch.bool)
         else:
             m = preprocess_mask(mask, self.resize, self.crop, self.mask_threshold)
             if not m.any() and not self.allow_empty_masks:

@@ -22,6 +22,7 @@ from .gaussian import GaussianAccumulator
 from .memory import reuse_freed_memory
 from .scoring import anomaly_maps, image_scores, mahalanobis
 from .storage import atomic_write, package_versions
+from .tiling import TiledExtractor, tiled_maps_size
 
 #: Version of the saved-model format; bumped whenever its content changes meaning.
 FORMAT_VERSION = 1
@@ -54,12 +55,19 @@ class Padim:
 
     # -- features -------------------------------------------------------------------------------------------
     @property
-    def extractor(self) -> FeatureExtractor:
-        """The backbone and channel selection, built on first use."""
+    def extractor(self) -> FeatureExtractor | TiledExtractor:
+        """The backbone and channel selection, built on first use (applied tile by tile when ``config.tile``)."""
         if self._extractor is None:
             c = self.config
             self._extractor = FeatureExtractor(c.backbone, c.layers, c.weights, c.resolved_d, c.seed).to(self.device)
+            if c.tile is not None:
+                self._extractor = TiledExtractor(self._extractor, c.tile, c.tile_stride)  # type: ignore[assignment]
         return self._extractor
+
+    @property
+    def image_size_(self) -> tuple[int, int] | None:
+        """With tiling, the (height, width) of the model's images (fixed by ``fit`` or the model file), else None."""
+        return self._extractor.image_size if isinstance(self._extractor, TiledExtractor) else None
 
     def _batches(self, images: ImageSource) -> Iterator[torch.Tensor]:
         if isinstance(images, torch.Tensor):
@@ -103,6 +111,8 @@ class Padim:
         """
         self.timings_ = {}
         acc: GaussianAccumulator | None = None
+        if isinstance(self.extractor, TiledExtractor):
+            self.extractor.image_size = None  # set by the first images
         with reuse_freed_memory():
             for x, embed in self._embed(images, "fit"):
                 emb = embed(x)
@@ -135,7 +145,7 @@ class Padim:
                 dist = mahalanobis(emb, self.mean_, self.precision_)
                 self._tick("mahalanobis_s", t0)
                 t0 = time.perf_counter()
-                amap = anomaly_maps(dist, self.config.crop, self.config.sigma)
+                amap = self._anomaly_maps(dist)
                 self._tick("upsample_blur_s", t0)
                 maps.append(amap.cpu())
                 scores.append(image_scores(amap).cpu())
@@ -149,6 +159,15 @@ class Padim:
             raise ValueError(f"predict: these images give a {h}x{w} feature grid, but the model was fitted on a "
                              f"{fh}x{fw} grid ({self.config.crop}x{self.config.crop} images); preprocess them as "
                              "for the fit (same resize and crop)")  # fmt: skip
+
+    def _anomaly_maps(self, dist: torch.Tensor) -> torch.Tensor:
+        """The maps of Sec. 3.3 at the network input's size (``crop``), or with tiling the padded image's, cropped
+        back to the image."""
+        c = self.config
+        if c.tile is None:
+            return anomaly_maps(dist, c.crop, c.sigma)
+        h, w = self.image_size_  # type: ignore[misc]
+        return anomaly_maps(dist, tiled_maps_size((h, w), c.tile, c.tile_stride), c.sigma)[:, :h, :w]
 
     # -- persistence -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -164,6 +183,8 @@ class Padim:
             "mean": self.mean_.cpu(),
             "precision": self.precision_.cpu(),
         }
+        if self.image_size_ is not None:
+            state["image_size"] = list(self.image_size_)
         # Streamed into the temporary file: an in-memory copy would double the peak (3.5 GiB for WR50-Rd550).
         return atomic_write(path, lambda fh: torch.save(state, fh))
 
@@ -200,6 +221,11 @@ class Padim:
         model.channel_indices_ = state["channel_indices"]
         model.mean_ = state["mean"].to(model.device)
         model.precision_ = state["precision"].to(model.device)
+        if config.tile is not None:
+            size = state.get("image_size")
+            if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+                raise ValueError(f"model file {path}: a tiled model needs field 'image_size' (height, width)")
+            model.extractor.image_size = (size[0], size[1])  # type: ignore[union-attr]
         return model
 
 

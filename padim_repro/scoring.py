@@ -82,16 +82,19 @@ def _axis_operator(n_in: int, n_out: int, sigma: float, dtype: torch.dtype, devi
     return rows.T.to(dtype=dtype, device=device).contiguous()
 
 
-def anomaly_maps(distances: torch.Tensor, size: int, sigma: float, upsample: str = "bilinear") -> torch.Tensor:
-    """Bilinear (or bicubic) upsampling of (B, h, w) distances to (B, size, size), then the Gaussian blur (Sec. 3.3,
-    4.1).
+def anomaly_maps(distances: torch.Tensor, size: int | tuple[int, int], sigma: float,
+                 upsample: str = "bilinear") -> torch.Tensor:  # fmt: skip
+    """Bilinear (or bicubic) upsampling of (B, h, w) distances to (B, size, size), or to (B, height, width) for a
+    ``size`` of (height, width), then the Gaussian blur (Sec. 3.3, 4.1).
 
     Computed exactly as ``gaussian_blur(F.interpolate(..., mode=upsample), sigma)`` would, through the separable
     linear operators of ``_axis_operator``.
     """
     _, h, w = distances.shape
-    a_h = _axis_operator(h, size, float(sigma), distances.dtype, distances.device, upsample)
-    a_w = a_h if w == h else _axis_operator(w, size, float(sigma), distances.dtype, distances.device, upsample)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    a_h = _axis_operator(h, out_h, float(sigma), distances.dtype, distances.device, upsample)
+    same = (w, out_w) == (h, out_h)
+    a_w = a_h if same else _axis_operator(w, out_w, float(sigma), distances.dtype, distances.device, upsample)
     return a_h @ distances @ a_w.T
 
 

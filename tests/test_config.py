@@ -25,6 +25,10 @@ DEFAULTS = {
     "weights": "tv_in1k",
     "batch_size": 8,
     "device": "auto",
+    # tiling (padim_repro.tiling), off by default: the paper's protocol
+    "tile": None,
+    "stride": None,
+    "image_size": None,
 }
 
 

@@ -45,9 +45,9 @@ BACKBONE_ORDER = ("resnet18", "wide_resnet50_2")
 
 #: The API pages (``api/NAME.md``, one per module or subpackage), method first, then the study.
 API_PAGES = ("config", "data", "backbones", "features", "gaussian", "scoring", "model", "metrics", "memory", "storage",
-             "study", "runs", "identity", "uncertainty", "reproduce", "download", "ablations", "beyond", "report",
-             "claims", "evidence", "verdicts", "cost", "display", "plots", "book", "html_check", "provenance",
-             "cli")  # fmt: skip
+             "tiling", "images", "study", "runs", "own_images", "identity", "uncertainty", "reproduce", "download",
+             "ablations", "beyond", "report", "claims", "evidence", "verdicts", "cost", "display", "plots", "book",
+             "html_check", "provenance", "cli")  # fmt: skip
 
 TOC_FILE = "_toc.yml"
 COVERAGE_FILE = Path("_generated") / "coverage.md"
@@ -134,6 +134,8 @@ def toc_pages(book_dir: str | Path, results: str | Path) -> list[tuple[str, list
         cost = Page("cost_pending", "Cost (pending)")
     beyond = [Page(f"beyond/{p.stem}", notebook_title(p) or p.stem.replace("_", " "))
               for p in _executed_notebooks(book_dir / "beyond")]  # fmt: skip
+    howto = [Page(f"howto/{p.stem}", notebook_title(p) or p.stem.replace("_", " "))
+             for p in _executed_notebooks(book_dir / "howto")]  # fmt: skip
     return [
         ("Report", [Page("claims", "Claims and verdicts")]),
         ("Method", [Page("method", "Method"), Page("protocol", "Protocol")]),
@@ -141,6 +143,7 @@ def toc_pages(book_dir: str | Path, results: str | Path) -> list[tuple[str, list
         ("Ablations", ablations or [Page("ablations_pending", "Ablations (pending)")]),
         ("Cost", [cost]),
         ("Beyond the paper", beyond or [Page("beyond_pending", "Beyond the paper (pending)")]),
+        ("How-to", howto or [Page("howto_pending", "How-to: PaDiM on your own images (pending)")]),
         ("Limits and reruns", [Page("limitations", "Limitations and coverage"), Page("rerun", "Rerun it")]),
         ("Reference", [Page("api/index", "API", [Page(f"api/{name}") for name in API_PAGES]),
                        Page("bibliography", "References")]),

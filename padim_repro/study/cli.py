@@ -1,5 +1,5 @@
 """Command line: ``python -m padim_repro COMMAND ...`` (``run``, ``category``, ``reproduce``, ``ablations``, ``beyond``,
-``cost``, ``book``, ``download``; ``--help`` on each).
+``cost``, ``book``, ``download``, and ``fit`` / ``predict`` on your own images; ``--help`` on each).
 
 Every command writes only under ``--results`` and ``--book-dir`` (defaults: ``results`` and, for the repository's
 ``results/``, the repository's ``book/``, else ``RESULTS/book``); relative paths are the working directory's. Bad
@@ -42,7 +42,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=c.seed, help="channel-selection seed (default %(default)s)")
     p.add_argument("--epsilon", type=float, default=c.epsilon, help="covariance regulariser (default %(default)s)")
     p.add_argument("--sigma", type=float, default=c.sigma, help="anomaly-map blur sigma, 0: none (default %(default)s)")
-    p.add_argument("--resize", type=int, default=c.resize, help="first resize (default %(default)s)")
+    p.add_argument("--resize", type=_resize, default=None,
+                   help=f"first resize: shorter side N (default {c.resize}); with --tile: N (NxN) or HxW, exactly "
+                   "(default: each image's own size)")
     p.add_argument("--crop", type=int, default=c.crop, help="center crop (default %(default)s)")
     p.add_argument("--interpolation", default=c.interpolation, choices=INTERPOLATIONS)
     p.add_argument("--weights", default=c.weights, help="tv_in1k (hub), a local checkpoint path, or none (random)")
@@ -71,12 +73,37 @@ def _mt_size(args: argparse.Namespace) -> dict[str, int]:
     return {} if args.mt_size is None else {"size": args.mt_size}
 
 
+def _add_tiling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, default=None,
+                   help="cut each image (its own size, or --resize) into NxN tiles, embedded one by one and stitched "
+                   "(default: no tiling, the paper's resize and crop)")
+    p.add_argument("--stride", type=int, default=None, help="step between tiles, overlaps averaged (default: --tile)")
+
+
+def _resize(text: str) -> int | tuple[int, int]:
+    """``--resize`` as N or HxW (height x width)."""
+    h, sep, w = text.lower().partition("x")
+    try:
+        return (int(h), int(w)) if sep else int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 256 or 448x896, got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> PadimConfig:
-    """Build the :class:`~padim_repro.config.PadimConfig` described by parsed arguments."""
+    """Build the :class:`~padim_repro.config.PadimConfig` described by parsed arguments.
+
+    ``--resize``: without ``--tile`` the paper's shorter side (default 256); with it, the exact image size (N: N x
+    N), by default none (each image's own size)."""
+    tile, resize = getattr(args, "tile", None), args.resize
+    if tile is None and isinstance(resize, tuple):
+        raise ValueError(f"--resize {resize[0]}x{resize[1]} (an exact size) needs --tile; without tiling give N")
+    image_size = None if tile is None or resize is None else resize if isinstance(resize, tuple) else (resize, resize)
     return PadimConfig(backbone=args.backbone, layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
-                       d=args.d, seed=args.seed, epsilon=args.epsilon, sigma=args.sigma, resize=args.resize,
+                       d=args.d, seed=args.seed, epsilon=args.epsilon, sigma=args.sigma,
+                       resize=resize if tile is None and resize is not None else PadimConfig.resize,
                        crop=args.crop, interpolation=args.interpolation, weights=args.weights,
-                       batch_size=args.batch_size, device=args.device)  # fmt: skip
+                       batch_size=args.batch_size, device=args.device, tile=tile,
+                       stride=getattr(args, "stride", None), image_size=image_size)  # fmt: skip
 
 
 def _list(text: str) -> list[str]:
@@ -111,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--save-model", action="store_true", help="also write model.pt")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     _add_model_args(run)
+    _add_tiling_args(run)
 
     cat = sub.add_parser("category", help="one category: the run (reused if complete) and its notebook page")
     cat.add_argument("--category", required=True)
@@ -169,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     abl.add_argument("--book-dir", default=None, help=BOOK_DIR_HELP)
     _add_study_args(abl)
     abl.add_argument("--force", action="store_true", help="recompute categories whose rows already exist")
+
+    _add_own_images_parsers(sub)
 
     cost = sub.add_parser("cost", help="render the Cost page (BOOK_DIR/cost.ipynb) from the figures `make bench` wrote")
     cost.add_argument("--results", default="results", help="the figures are read from RESULTS/bench")
@@ -294,8 +324,53 @@ def _cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_own_images_parsers(sub: argparse._SubParsersAction) -> None:
+    fit = sub.add_parser("fit", help="fit PaDiM on a folder tree (or list) of normal images; writes a model file")
+    fit.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (recursive)")
+    fit.add_argument("--model", required=True, help="the model file to write (as run --save-model writes)")
+    fit.add_argument("--workers", type=int, default=None,
+                     help="image-decoding processes beside the backbone (default: 2 with CUDA, 0 on the CPU)")
+    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_model_args(fit)
+    _add_tiling_args(fit)
+
+    pred = sub.add_parser("predict", help="score images with a model file: scores.csv, maps and overlays in --out")
+    pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    pred.add_argument("--model", required=True, help="a model file written by fit or run --save-model")
+    pred.add_argument("--out", required=True, help="output folder (scores.csv, summary.json, maps/, overlays/)")
+    pred.add_argument("--threshold", type=float, default=None, help="score above which an image is anomalous")
+    pred.add_argument("--good", default=None, metavar="DIR",
+                      help="normal images: the threshold is the score at --fpr false-positive rate on them")
+    pred.add_argument("--fpr", type=float, default=0.01, help="false-positive rate with --good (default %(default)s)")
+    pred.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the model's)")
+    pred.add_argument("--no-maps", dest="maps", action="store_false", help="scores only: no maps, no overlays")
+    pred.add_argument("--workers", type=int, default=None,
+                      help="image-decoding processes beside the backbone (default: 2 with CUDA, 0 on the CPU)")
+    pred.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .own_images import fit_folder
+
+    model = fit_folder(args.images, args.model, config_from_args(args), args.workers, args.progress)
+    print(f"wrote {args.model} ({model.n_train_} images, grid {model.grid_size_[0]}x{model.grid_size_[1]})",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .own_images import predict_folder
+
+    summary = predict_folder(args.paths, args.model, args.out, args.threshold, args.good, args.fpr, args.device,
+                             args.maps, args.workers, args.progress)  # fmt: skip
+    flagged = "" if summary["threshold"] is None else f", {summary['n_anomalous']} above {summary['threshold']:.4g}"
+    print(f"wrote {args.out} ({summary['n_images']} images{flagged})", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": _run, "category": _category, "reproduce": _reproduce, "download": _download, "book": _book,
             "beyond": _beyond, "ablations": _ablations, "cost": _cost}  # fmt: skip
+COMMANDS.update(fit=_fit, predict=_predict)  # your own images (study/own_images.py)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def prepare(data_root: str | Path, category: str, config: PadimConfig, progress:
     Every input error (a missing or unreadable file, unusable weights, an absent device) surfaces here, before
     anything is computed.
     """
-    train, test = load_category(data_root, category, config.resize, config.crop, config.interpolation)
+    train, test = load_category(data_root, category, *config.geometry, config.interpolation)
     model = Padim(config, progress=progress)
     data = data_fingerprint(data_root, sample_files(train.samples + test.samples))
     identity = {"category": category, "settings": settings(config, model.device.type),
