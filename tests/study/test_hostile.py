@@ -325,7 +325,7 @@ def test_a_category_with_other_counts_than_the_official_is_said_in_the_book(
 
     make_synthetic_category(tmp_path / "data", "bottle", n_train=4, n_test_good=2, n_test_defect=1, size=32)
 
-    def ran(status, config, data_root, results, book_dir, force) -> None:  # the run itself is not the point here
+    def ran(status, config, data_root, results, book_dir, force, pages=True) -> None:  # the run itself is not the point here
         run_category(data_root, status.category, config, results / "runs" / status.category / "r")
         status.status, status.run_dir = "ran", f"runs/{status.category}/r"
 
