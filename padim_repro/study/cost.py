@@ -185,6 +185,32 @@ def wr50_cost_table(core: Mapping[str, Any]) -> Table | None:
                  "memory, which explain a slow fit on this virtual machine, are in core.json and bench/README.md.")
 
 
+def gpu_cost_table(core: Mapping[str, Any]) -> Table:
+    """The GPU's figures (``core_cuda.json``, ``make bench DEVICE=cuda``): R18-Rd100 fit and inference against the
+    backbone forward, WR50-Rd550 fit and inference, ``python -m padim_repro run`` of one category, all on the GPU
+    named in the title, with images preloaded there."""
+    r, run = core.get("r18") or {}, core.get("run") or {}
+    rows = [
+        ("R18-Rd100 fit (s)", number(r.get("fit_s"), 3)),
+        ("R18-Rd100 fit / backbone forward", _ratio(figure(r, "fit_ratio"))),
+        ("R18-Rd100 inference per image (ms)", number(1e3 * r["predict_per_image_s"], 2)
+         if not is_missing(r.get("predict_per_image_s")) else DASH),
+        ("R18-Rd100 inference / backbone forward", _ratio(figure(r, "predict_ratio"))),
+    ]  # fmt: skip
+    for w in core.get("wr50_fit") or []:
+        n = w.get("n_images")
+        rows += [(f"WR50-Rd550 fit of {n} images (s)", number(w.get("fit_s"), 2)),
+                 (f"WR50-Rd550 fit of {n} images / backbone forward", _ratio(w.get("fit_ratio"))),
+                 (f"WR50-Rd550 fit of {n} images, GPU memory peak (GB)", _gb(w.get("fit_gpu_peak_mb"))),
+                 (f"WR50-Rd550 inference / backbone forward ({w.get('predict_n_images')} images)",
+                  _ratio(w.get("predict_ratio")))]  # fmt: skip
+    rows += [("python -m padim_repro run of one category, wall (s)", number(run.get("wall_s"), 1)),
+             ("batch size", _count(r.get("batch_size")))]  # fmt: skip
+    styler = table(pd.DataFrame(rows, columns=["quantity", "value"]))
+    return noted(styler, dash_note(styler, {"value": NOT_MEASURED}), f"Measured on {core.get('gpu') or 'a GPU'}; "
+                 "every clock synchronised with the GPU. GB = 10⁹ bytes.")  # fmt: skip
+
+
 #: anomalib comparison (``anomalib_vs_ours.json``): summary key -> (label, scale to the unit shown, decimals).
 ANOMALIB_QUANTITIES = {"inference_s_per_image": ("inference per image (ms)", 1e3, 0), "fit_s": ("fit (s)", 1.0, 1),
                        "peak_rss_mb": ("peak RSS (GB)", MIB / GB, 2)}  # fmt: skip

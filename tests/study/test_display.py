@@ -189,6 +189,35 @@ def test_cost_page_executes(tmp_path: Path) -> None:
     pending = execute("cost", tmp_path / "book" / "pending.ipynb", {"bench_dir": str(tmp_path / "none")})
     assert_readable(pending)
     assert "make bench" in pending.read_text()
+    assert "no GPU was available" in _outputs(out)
+
+
+def _outputs(page: Path) -> str:
+    """The text of an executed notebook's outputs (not its code)."""
+    cells = json.loads(page.read_text())["cells"]
+    return "\n".join(str(o.get("data", o.get("text", ""))) for c in cells for o in c.get("outputs", []))
+
+
+def _core_cuda() -> dict:
+    """A core_cuda.json as ``bench/bench_core.py --device cuda`` writes it."""
+    core = _core()
+    core["r18"] |= {"fit_s": 0.021, "fit_ratio": 1.62, "predict_per_image_s": 0.00011, "predict_ratio": 1.31,
+                    "batch_size": 32, "device": "cuda", "fit_gpu_peak_mb": 900.0}  # fmt: skip
+    core["wr50_fit"] = [{**w, "fit_gpu_peak_mb": 6100.0, "predict_ratio": 1.4, "predict_n_images": 83}
+                        for w in core["wr50_fit"]]  # fmt: skip
+    return {**core, "device": "cuda", "gpu": "NVIDIA H200", "run": {"wall_s": 8.2}}
+
+
+def test_cost_page_shows_the_gpu_figures_beside_the_cpus(tmp_path: Path) -> None:
+    shown = C.gpu_cost_table(_core_cuda()).data.set_index("quantity")["value"]
+    assert shown["R18-Rd100 fit / backbone forward"] == "1.62" and shown["R18-Rd100 inference per image (ms)"] == "0.11"
+    assert shown["WR50-Rd550 fit of 200 images, GPU memory peak (GB)"] == "6.40"
+    bench = _bench(tmp_path / "b", _core(), _anomalib())
+    (bench / "core_cuda.json").write_text(json.dumps(_core_cuda()))
+    out = execute("cost", tmp_path / "book" / "cost.ipynb", {"bench_dir": str(bench)})
+    assert_readable(out)
+    shown = _outputs(out)
+    assert "NVIDIA H200" in shown and "no GPU was available" not in shown
 
 
 # -- the results tables ------------------------------------------------------------------------------------------
