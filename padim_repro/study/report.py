@@ -39,7 +39,7 @@ from .display import (
     sourced,
     table,
 )
-from .runs import BOOTSTRAP, METRICS_FILE, is_complete
+from .runs import BOOTSTRAP, METRICS_FILE, vouches
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 #: Statuses of runs whose results exist (computed by this invocation, or reused).
@@ -201,7 +201,7 @@ def record_values(record: Mapping[str, Any]) -> dict[str, float]:
 def runs_frame(results_root: str | Path) -> pd.DataFrame:
     """One row per (category, backbone) of the last reproduction: status, reason and metrics (fractions), with the
     thresholded metrics and every metric's interval bounds (:func:`record_values`). A run is reported only while it
-    is complete (:func:`~padim_repro.study.runs.is_complete`: its manifest vouches for every output); else its
+    is complete (:func:`~padim_repro.study.runs.vouches`: its manifest vouches for its metrics.json); else its
     status is :data:`INCOMPLETE`."""
     status = load_status(results_root)
     if status is None:
@@ -210,7 +210,7 @@ def runs_frame(results_root: str | Path) -> pd.DataFrame:
     for run in status["runs"]:
         row = {k: run[k] for k in ("category", "backbone", "status", "reason", "run_dir", "notebook")}
         row["group"] = category_group(run["category"])
-        if run["status"] in DONE and not is_complete(Path(results_root) / run["run_dir"], required=(METRICS_FILE,)):
+        if run["status"] in DONE and not vouches(Path(results_root) / run["run_dir"], (METRICS_FILE,)):
             row["status"], row["reason"] = INCOMPLETE, INCOMPLETE_REASON
         elif run["status"] in DONE:
             rec = json.loads((Path(results_root) / run["run_dir"] / METRICS_FILE).read_text())

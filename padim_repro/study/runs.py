@@ -295,11 +295,20 @@ def is_complete(run_dir: str | Path, identity: dict[str, Any] | None = None,
     outputs = manifest.get("outputs", {})
     if any(name not in outputs for name in required):
         return False
-    for name, info in outputs.items():
-        path = Path(run_dir) / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
-            return False
-    return True
+    return all(_unchanged(Path(run_dir) / name, info) for name, info in outputs.items())
+
+
+def vouches(run_dir: str | Path, names: tuple[str, ...]) -> bool:
+    """Whether the run's manifest lists each of ``names`` with its bytes as they are now: the files a reader uses
+    are the finished run's, while outputs that are not kept (``predictions.npz`` and ``model.pt`` are not
+    committed) may be absent."""
+    manifest = read_manifest(run_dir)
+    outputs = manifest.get("outputs", {}) if manifest else {}
+    return manifest is not None and all(n in outputs and _unchanged(Path(run_dir) / n, outputs[n]) for n in names)
+
+
+def _unchanged(path: Path, info: dict[str, Any]) -> bool:
+    return path.is_file() and path.stat().st_size == info["bytes"] and sha256_file(path) == info["sha256"]
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:

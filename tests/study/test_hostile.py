@@ -313,6 +313,8 @@ def test_the_report_leaves_out_a_run_that_lost_its_manifest(data: Path, tmp_path
     (res / "status.json").write_text(json.dumps({"runs": [{"category": CAT, "backbone": "resnet18", "status": "ran",
                                                           "reason": "", "run_dir": f"runs/{CAT}/r", "notebook": ""}]}))
     assert runs_frame(res).status.tolist() == ["ran"]
+    (res / "runs" / CAT / "r" / "predictions.npz").unlink()  # not committed: a clone has none
+    assert runs_frame(res).status.tolist() == ["ran"]
     (res / "runs" / CAT / "r" / MANIFEST_FILE).unlink()
     (row,) = runs_frame(res).itertuples()
     assert row.status not in DONE and "manifest" in row.reason
@@ -337,3 +339,11 @@ def test_a_category_with_other_counts_than_the_official_is_said_in_the_book(
     (row,) = runs[runs.category == "bottle"].itertuples()
     assert row.status == "ran" and "official" in row.reason and "(4, 4, 2)" in row.reason, row.reason
     assert "official" in coverage_table(runs).loc["bottle", "resnet18"]
+
+
+def test_the_committed_results_are_reported_in_a_clone() -> None:
+    """The repository's own results (committed without predictions.npz) are reported, none as incomplete."""
+    from padim_repro.study.report import INCOMPLETE, runs_frame
+
+    runs = runs_frame(Path(__file__).resolve().parents[2] / "results")
+    assert len(runs) and INCOMPLETE not in set(runs.status), runs[runs.status == INCOMPLETE]
