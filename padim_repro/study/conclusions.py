@@ -24,7 +24,7 @@ from .ablations.differences import Difference, variant_difference
 from .ablations.experiments import load_results
 from .beyond.common import beyond_dir
 from .beyond.nonaligned import nonaligned_summary
-from .display import signed
+from .display import signed, signed_interval
 from .report import METRIC_LABEL, METRICS
 from .runs import load_bootstrap
 from .uncertainty import difference_interval, difference_values
@@ -36,8 +36,8 @@ def _diff(d: Difference | None) -> str:
     """``+1.2 pt [+0.4, +2.0]``, the interval omitted when it was not computed."""
     if d is None or not np.isfinite(d.value):
         return "not computed"
-    span = f" [{signed(d.low)}, {signed(d.high)}]" if np.isfinite(d.low) and np.isfinite(d.high) else ""
-    return f"{signed(d.value)} pt{span}"
+    span = signed_interval(d.low, d.high)
+    return f"{signed(d.value)} pt" + (f" {span}" if span else "")
 
 
 def _clear(d: Difference | None) -> str:

@@ -71,6 +71,20 @@ def signed(value: Any, decimals: int = 1) -> str:
     return ("+" if value > 0 else MINUS) + text
 
 
+def signed_interval(low: Any, high: Any, decimals: int = 1) -> str:
+    """A 95 % interval of a delta in points as ``[+0.4, +2.0]``; "" if either end is missing."""
+    if is_missing(low) or is_missing(high):
+        return ""
+    return f"[{signed(low, decimals)}, {signed(high, decimals)}]"
+
+
+def signed_with_interval(value: Any, low: Any = None, high: Any = None, decimals: int = 1) -> str:
+    """A delta in points with its 95 % interval, ``+1.2 [+0.4, +2.0]`` (the delta alone without one; "—" if
+    missing)."""
+    span = signed_interval(low, high, decimals)
+    return f"{signed(value, decimals)} {span}" if span and not is_missing(value) else signed(value, decimals)
+
+
 def interval(low: Any, high: Any, decimals: int = 1) -> str:
     """A 95 % interval of fractions as ``[98.9, 99.9]`` in %; "—" if missing."""
     if is_missing(low) or is_missing(high):

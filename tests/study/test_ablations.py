@@ -22,6 +22,7 @@ from padim_repro.metrics import PAPER_METRICS as METRICS
 from padim_repro.model import Padim
 from padim_repro.scoring import mahalanobis
 from padim_repro.study import ablations as ab
+from padim_repro.study import display as D_
 from padim_repro.study.ablations import differences as D
 from padim_repro.study.ablations import experiments as X
 from padim_repro.study.ablations import tables as T
@@ -327,6 +328,25 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     pca_shown = ab.pca_table(pca.assign(d=100)).tables[0].data.set_index(("variant", ""))
     assert pca_shown.loc["pooled, largest variance", ("pixel AUROC", "paper")] == "93.5 (S1)"
     assert pca_shown.loc["pooled, smallest variance", ("pixel AUROC", "paper")] == "—"
+    # Given the results, every Δ of the tables carries its 95 % interval: that of the difference it shows (A − B),
+    # or of our value (A alone) shifted by the published value it is compared with.
+    own = D.variant_difference(res, "n_features", {"method": "random", "d": 100})
+    assert own["pro"].value == pytest.approx(100 * nf[nf.variant == "Rd100"].pro.mean())
+    assert own["pro"].paired and own["pro"].seed_sd is not None and own["pro"].low < own["pro"].value < own["pro"].high
+    cell = ab.comparison_table("n_features", nf, res).data.set_index(("variant", "")).loc[
+        "Rd100 (mean of 10 seeds)", ("PRO", "Δ paper")]
+    shift = frame["pro ours"] - 90.5
+    assert cell == f"{D_.signed(shift)} [{D_.signed(shift - own['pro'].value + own['pro'].low)}, " \
+                   f"{D_.signed(shift - own['pro'].value + own['pro'].high)}]"
+    sigma0 = D.variant_difference(res, "sigma", {"sigma": 0.0}, {"sigma": 4.0})["pixel_auroc"]
+    sigma_rows = ab.sigma_table(sigma, res).tables[0].data.set_index(("sigma", ""))[("pixel AUROC", "Δ to σ = 4")]
+    assert sigma_rows["0"] == f"{D_.signed(sigma0.value)} [{D_.signed(sigma0.low)}, {D_.signed(sigma0.high)}]"
+    assert sigma_rows["4"] == "±0.0"  # the reference itself: no interval
+    reach = D.delta_reach(res, "protocol", {"category": RGB_CATEGORY, "protocol": "no_crop"})
+    assert set(reach) == set(METRICS) and all(lo >= 0 and hi >= 0 for lo, hi in reach.values())
+    assert ab.protocol_table(proto, res).data.shape[0] == 3  # no reproduction values a synthetic category
+    assert all("[" in c for c in ab.pca_table(pca.assign(d=100), res).tables[0].data[("PRO", "Δ paper")] if c != "—")
+    assert "[" not in "".join(ab.comparison_table("n_features", nf).data[("PRO", "Δ paper")])  # no results: none
 
 
 def test_run_ablations_checks_inputs_first(synthetic_root: Path, tmp_path: Path) -> None:

@@ -44,17 +44,31 @@ class Difference:
         return " + ".join(parts) or "none"
 
 
-def _select(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+def select(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+    """The rows of ``df`` whose every column named in ``selector`` equals its value (or is one of them, for a list,
+    tuple or set)."""
     mask = np.ones(len(df), dtype=bool)
     for k, v in selector.items():
-        mask &= (df[k] == v).to_numpy()
+        mask &= (df[k].isin(list(v)) if isinstance(v, (list, tuple, set)) else df[k] == v).to_numpy()
     return df[mask]
 
 
+def delta_reach(results: str | Path | None, experiment: str, a: dict[str, Any],
+                b: dict[str, Any] | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Per metric, how far below and above a shown delta A − B (or A − a published value, without ``b``) its 95 %
+    interval reaches, in points (:func:`variant_difference`); only the metrics with an interval, none without
+    ``results``."""
+    diff = variant_difference(results, experiment, a, b) if results is not None else None
+    return {m: (d.value - d.low, d.high - d.value) for m, d in (diff or {}).items()
+            if np.isfinite(d.low) and np.isfinite(d.high)}  # fmt: skip
+
+
 def variant_difference(results: str | Path, experiment: str, a: dict[str, Any],
-                       b: dict[str, Any]) -> dict[str, Difference] | None:  # fmt: skip
-    """Per metric, variant ``a`` minus variant ``b`` of ``experiment`` (column selectors of its rows), in points,
-    over the categories both were run on; None when either was not run.
+                       b: dict[str, Any] | None = None) -> dict[str, Difference] | None:  # fmt: skip
+    """Per metric, variant ``a`` minus variant ``b`` of ``experiment`` (column selectors of its rows, e.g.
+    ``{"method": "pca", "d": 100}``, or with ``"category"`` for one category), in points, over the categories both
+    were run on; None when either was not run. Without ``b``: A's own value and its interval (A − 0), from which a
+    difference to a published number without an uncertainty of its own (the paper's) is a shift.
 
     The value is the mean over categories of (A's mean over its seeds) - (B's). The interval combines the paired
     bootstrap of that mean difference (:func:`~padim_repro.study.uncertainty.difference_values`; absent when a
@@ -66,32 +80,44 @@ def variant_difference(results: str | Path, experiment: str, a: dict[str, Any],
     if table.empty:
         return None
     table = table.assign(_pos=table.groupby("group").cumcount())
-    sa, sb = _select(table, a), _select(table, b)
-    cats = [c for c in dict.fromkeys(sa.category) if c in set(sb.category)]
+    sa = select(table, a)
+    sb = select(table, b) if b is not None else None
+    cats = [c for c in dict.fromkeys(sa.category) if sb is None or c in set(sb.category)]
     if not cats:
         return None
-    sa, sb = sa[sa.category.isin(cats)], sb[sb.category.isin(cats)]
+    sa = sa[sa.category.isin(cats)]
+    sb = sb[sb.category.isin(cats)] if sb is not None else None
     arrays = {c: rows_store.arrays(c) for c in cats}
     paired = all(all(m in arrays[c] for m in METRICS) for c in cats)
+
+    def mean(rows: pd.DataFrame | None, c: str, m: str) -> float:
+        return 0.0 if rows is None else 100 * rows[rows.category == c][m].mean()
+
+    def resampled(rows: pd.DataFrame | None, c: str, m: str) -> np.ndarray:
+        if rows is None:
+            return np.zeros(arrays[c][m].shape[1])
+        return arrays[c][m][rows[rows.category == c]._pos.to_numpy()].mean(axis=0)
+
     out = {}
     for m in METRICS:
-        per_cat = [(100 * sa[sa.category == c][m].mean()) - (100 * sb[sb.category == c][m].mean()) for c in cats]
-        value = float(np.mean(per_cat))
+        value = float(np.mean([mean(sa, c, m) - mean(sb, c, m) for c in cats]))
         seed_sd = _seed_sd(sa, sb, m)
         values = None
         if paired:
-            pick = [(arrays[c][m][sa[sa.category == c]._pos.to_numpy()].mean(axis=0),
-                     arrays[c][m][sb[sb.category == c]._pos.to_numpy()].mean(axis=0)) for c in cats]
-            values = 100 * difference_values(np.stack([p[0] for p in pick]), np.stack([p[1] for p in pick]))
+            values = 100 * difference_values(np.stack([resampled(sa, c, m) for c in cats]),
+                                             np.stack([resampled(sb, c, m) for c in cats]))
         low, high = difference_interval(value, values, seed_sd)
         out[m] = Difference(m, value, low, high, paired, seed_sd)
     return out
 
 
-def _seed_sd(sa: pd.DataFrame, sb: pd.DataFrame, metric: str) -> float | None:
-    """The standard deviation (ddof 1, points) over seeds of the mean-over-categories difference A - B, where one of
-    them was run with several seeds (the other's mean over its seeds is subtracted from each); None otherwise."""
-    def per_seed(rows: pd.DataFrame) -> pd.Series:
+def _seed_sd(sa: pd.DataFrame, sb: pd.DataFrame | None, metric: str) -> float | None:
+    """The standard deviation (ddof 1, points) over seeds of the mean-over-categories difference A - B (of A alone
+    without B), where one of them was run with several seeds (the other's mean over its seeds is subtracted from
+    each); None otherwise."""
+    def per_seed(rows: pd.DataFrame | None) -> pd.Series:
+        if rows is None:
+            return pd.Series([0.0])
         return 100 * rows.assign(seed=rows.seed.fillna(-1)).groupby("seed")[metric].mean()
 
     ma, mb = per_seed(sa), per_seed(sb)

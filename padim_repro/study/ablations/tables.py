@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .. import reference
-from ..display import DASH, Table, Tables, dash_note, mean_std, noted, number, signed, sourced, table
+from ..display import (DASH, Table, Tables, dash_note, mean_std, noted, number, signed_with_interval, sourced,
+                       table)
 from ..report import DELTA_NOTE, METRIC_LABEL, METRICS, PAPER_MISSING, SOURCE_NOTE
+from .differences import delta_reach, select
 from .embeddings import BACKBONE
 from .experiments import store
 
@@ -38,13 +40,6 @@ PAPER_ROWS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("all 448 (concatenated)", "PaDiM-R18 all 448 dims", {"method": "all"}),
     ],
 }  # fmt: skip
-
-
-def _select(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
-    mask = np.ones(len(df), dtype=bool)
-    for k, v in selector.items():
-        mask &= (df[k] == v).to_numpy()
-    return df[mask]
 
 
 def seed_spread(rows: pd.DataFrame) -> pd.DataFrame:
@@ -81,25 +76,47 @@ def _over(df: pd.DataFrame, seeds: bool = True) -> str:
             "15 MVTec AD categories, so the two are directly comparable only when all 15 were run.")  # fmt: skip
 
 
-def comparison_frame(experiment: str, df: pd.DataFrame) -> pd.DataFrame:
+#: What the 95 % interval beside a delta holds (:func:`~padim_repro.study.ablations.differences.variant_difference`).
+INTERVAL_NOTE = ("[low, high] beside a Δ: its 95 % interval, from the paired bootstrap of the test images (1,000 "
+                 "resamples, the same draws for every variant of a category) and, where a variant was run with "
+                 "several seeds, the spread over seeds (see the Protocol); a published value is taken as exact.")
+
+
+def _reach_columns(row: dict[str, Any], reach: dict[str, tuple[float, float]]) -> None:
+    """``METRIC below`` / ``METRIC above`` of a frame row: how far its Δ's interval reaches (NaN: none)."""
+    for m in METRICS:
+        row[f"{m} below"], row[f"{m} above"] = reach.get(m, (np.nan, np.nan))
+
+
+def _with_interval(delta: Any, below: Any, above: Any) -> str:
+    """A shown Δ (points) with the interval :func:`_reach_columns` recorded."""
+    return signed_with_interval(delta, delta - below, delta + above)
+
+
+def comparison_frame(experiment: str, df: pd.DataFrame, results: str | Path | None = None) -> pd.DataFrame:
     """Our rows of the paper's Table I (``layers``) or II (``n_features``) next to the paper's, in %: per row and
     metric our mean over the categories run and the std over seeds of that mean (``METRIC ours``, ``METRIC std``),
-    the paper's mean over all 15 categories and its source mark; ``seeds`` and ``categories`` run (0: not run)."""
+    the paper's mean over all 15 categories and its source mark; ``seeds`` and ``categories`` run (0: not run); with
+    ``results`` (where the rows and their resamples are kept), how far the 95 % interval of ours reaches below and
+    above it (``METRIC below`` / ``above``: the interval of Δ paper, the paper's value taken as exact)."""
     paper = reference.paper()
+    cats = sorted(df.category.unique())
     rows = []
     for label, model, selector in PAPER_ROWS[experiment]:
-        sub = _select(df, selector)
+        sub = select(df, selector)
         spread = seed_spread(sub) if len(sub) else None
         row: dict[str, Any] = {"variant": label, "seeds": _seeds(sub), "categories": sub.category.nunique()}
         for m in METRICS:
             row[f"{m} ours"], row[f"{m} std"] = spread.loc[m, ["mean", "std"]] if spread is not None else (np.nan,) * 2
             row[f"{m} paper"], row[f"{m} paper source"] = _paper(model, "all", m, paper)
+        _reach_columns(row, delta_reach(results, experiment, {**selector, "category": cats}) if len(sub) else {})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _versus_paper(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[tuple[str, str], list[str]]:
-    """Per metric, MultiIndex columns: ours (mean ± std), and for ``metrics`` the paper's value and Δ to it."""
+    """Per metric, MultiIndex columns: ours (mean ± std), and for ``metrics`` the paper's value and Δ to it (with
+    its interval where the frame has one)."""
     cols: dict[tuple[str, str], list[str]] = {}
     for m in METRICS:
         std = frame[f"{m} std"] if f"{m} std" in frame else [np.nan] * len(frame)
@@ -107,14 +124,16 @@ def _versus_paper(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[tuple[str
         if m in metrics:
             cols[(METRIC_LABEL[m], "paper")] = [sourced(v, src) for v, src in zip(frame[f"{m} paper"],
                                                                                   frame[f"{m} paper source"])]
-            cols[(METRIC_LABEL[m], "Δ paper")] = (frame[f"{m} ours"] - frame[f"{m} paper"]).map(signed).tolist()
+            delta = frame[f"{m} ours"] - frame[f"{m} paper"]
+            cols[(METRIC_LABEL[m], "Δ paper")] = [_with_interval(*v) for v in zip(delta, frame[f"{m} below"],
+                                                                                   frame[f"{m} above"])]
     return cols
 
 
-def comparison_table(experiment: str, df: pd.DataFrame) -> Table:
+def comparison_table(experiment: str, df: pd.DataFrame, results: str | Path | None = None) -> Table:
     """:func:`comparison_frame` as shown: per metric ours (mean ± std over seeds), the paper's (source mark) and
-    Δ; the paper reports no image AUROC for these rows."""
-    frame = comparison_frame(experiment, df)
+    Δ with its 95 % interval (given ``results``); the paper reports no image AUROC for these rows."""
+    frame = comparison_frame(experiment, df, results)
     cols = {("variant", ""): frame.variant.tolist(),
             ("seeds", ""): [DASH if n == 0 else str(n) for n in frame.seeds], **_versus_paper(frame, METRICS[1:])}
     styler = table(pd.DataFrame(cols))
@@ -122,7 +141,7 @@ def comparison_table(experiment: str, df: pd.DataFrame) -> Table:
                "paper": "the paper (as available offline) gives no value for this row",
                "Δ paper": "no value to compare"}  # fmt: skip
     return noted(styler, dash_note(styler, reasons), SEEDS_NOTE, _over(df),
-                 "The paper reports no image AUROC for these rows.", DELTA_NOTE, SOURCE_NOTE)
+                 "The paper reports no image AUROC for these rows.", DELTA_NOTE, INTERVAL_NOTE, SOURCE_NOTE)
 
 
 def n_features_summary(df: pd.DataFrame) -> Table:
@@ -181,17 +200,23 @@ def n_features_per_category(df: pd.DataFrame) -> Tables:
     return Tables([noted(t.styler, *t.notes, note) for t in tables.tables])
 
 
-def sigma_table(df: pd.DataFrame) -> Tables:
-    """Metrics (in %) for each sigma: the mean over the categories run with Δ to the paper's sigma = 4, then one
-    table per metric with each category."""
+def sigma_table(df: pd.DataFrame, results: str | Path | None = None) -> Tables:
+    """Metrics (in %) for each sigma: the mean over the categories run with Δ to the paper's sigma = 4 (with its
+    95 % interval, given ``results``), then one table per metric with each category."""
     mean = df.groupby("sigma")[list(METRICS)].mean() * 100
+    cats = sorted(df.category.unique())
     cols: dict[tuple[str, str], list[str]] = {("sigma", ""): [f"{v:g}" for v in mean.index]}
+    reach = {s: delta_reach(results, "sigma", {"sigma": s, "category": cats}, {"sigma": 4.0, "category": cats})
+             if s != 4.0 and 4.0 in mean.index else {} for s in mean.index}  # fmt: skip
     for m in METRICS:
         cols[(METRIC_LABEL[m], "mean")] = mean[m].map(number).tolist()
-        cols[(METRIC_LABEL[m], "Δ to σ = 4")] = (mean[m] - mean[m].get(4.0, np.nan)).map(signed).tolist()
+        delta = mean[m] - mean[m].get(4.0, np.nan)
+        cols[(METRIC_LABEL[m], "Δ to σ = 4")] = [_with_interval(delta[s], *reach[s].get(m, (np.nan, np.nan)))
+                                                  for s in mean.index]  # fmt: skip
     styler = table(pd.DataFrame(cols), caption="Mean over the categories run (%)")
     first = noted(styler, dash_note(styler, {"Δ to σ = 4": "sigma = 4, the paper's, was not run"}),
-                  "Δ to σ = 4: this sigma's mean minus that at the paper's sigma = 4, in percentage points.")
+                  "Δ to σ = 4: this sigma's mean minus that at the paper's sigma = 4, in percentage points.",
+                  INTERVAL_NOTE)  # fmt: skip
     return Tables([first, *per_category_table(df, "sigma").tables])
 
 
@@ -207,11 +232,14 @@ def paper_rd100_reference(categories: Sequence[str]) -> Table:
     return noted(styler, dash_note(styler, {METRIC_LABEL[m]: PAPER_MISSING for m in METRICS}), SOURCE_NOTE)
 
 
-def protocol_table(df: pd.DataFrame) -> Table:
+def protocol_table(df: pd.DataFrame, results: str | Path | None = None) -> Table:
     """Per category and protocol: our metrics (%), and those of the public reproduction that used the same
-    protocol (%) with Δ: xiahaifeng1995's used the paper's resize 256 + crop 224, anomalib's resize 256 without
-    crop (and its own channel subset, seed 42)."""
+    protocol (%) with Δ (and its 95 % interval, given ``results``: ours, theirs taken as exact):
+    xiahaifeng1995's used the paper's resize 256 + crop 224, anomalib's resize 256 without crop (and its own channel
+    subset, seed 42)."""
     repro = reference.reproductions()
+    reach = [delta_reach(results, "protocol", {"category": c, "protocol": p}) for c, p in zip(df.category,
+                                                                                            df.protocol)]
     which = {"paper": "xiahaifeng1995", "no_crop": "anomalib"}
     cols: dict[tuple[str, str], list[Any]] = {("category", ""): df.category.tolist(),
                                               ("protocol", ""): df.variant.tolist(),
@@ -225,12 +253,14 @@ def protocol_table(df: pd.DataFrame) -> Table:
                                                                                                 df.category)]
         theirs = np.array([np.nan if v is None else 100 * v for v in theirs])
         cols[(METRIC_LABEL[m], "theirs")] = [number(v) for v in theirs]
-        cols[(METRIC_LABEL[m], "Δ")] = [signed(v) for v in ours - theirs]
+        cols[(METRIC_LABEL[m], "Δ")] = [_with_interval(v, *r.get(m, (np.nan, np.nan)))
+                                         for v, r in zip(ours - theirs, reach)]  # fmt: skip
     styler = table(pd.DataFrame(cols))
     reasons = {"theirs": "the reproduction of the same protocol reports no value for this category",
                "Δ": "no value to compare"}  # fmt: skip
     return noted(styler, dash_note(styler, reasons), "Theirs: the value of the reproduction named in the row, which "
-                 "used the same protocol; neither reproduction reports PRO.", DELTA_NOTE)  # fmt: skip
+                 "used the same protocol; neither reproduction reports PRO.", DELTA_NOTE,
+                 INTERVAL_NOTE.replace("a published value", "theirs"))  # fmt: skip
 
 
 def timing_summary(results_root: str | Path, experiment: str, categories: Sequence[str] | None = None) -> str:
@@ -260,11 +290,12 @@ def timing_summary(results_root: str | Path, experiment: str, categories: Sequen
 PCA_PAPER_MODEL = {"pca_pooled_top": "PaDiM-R18-PCA100", "random": "PaDiM-R18-Rd100 (mean of 10 seeds)"}
 
 
-def pca_table(df: pd.DataFrame) -> Tables:
+def pca_table(df: pd.DataFrame, results: str | Path | None = None) -> Tables:
     """The PCA probe: each variant's metrics (%), mean over the categories run, with the paper's PCA100 and Rd100
-    (means over 15 categories) and Δ beside the variants they correspond to; then one table per metric with each
-    category."""
+    (means over 15 categories) and Δ (with its 95 % interval, given ``results``) beside the variants they
+    correspond to; then one table per metric with each category."""
     paper = reference.paper()
+    cats = sorted(df.category.unique())
     rows = []
     for (variant, method), sub in df.groupby(["variant", "method"], sort=False):
         row: dict[str, Any] = {"variant": variant}
@@ -272,6 +303,9 @@ def pca_table(df: pd.DataFrame) -> Tables:
             row[f"{m} ours"] = 100 * sub[m].mean()
             model = PCA_PAPER_MODEL.get(method, "") if (sub.d == 100).all() else ""  # the paper's rows are d = 100
             row[f"{m} paper"], row[f"{m} paper source"] = _paper(model, "all", m, paper)
+        has_paper = any(np.isfinite(row[f"{m} paper"]) for m in METRICS)
+        _reach_columns(row, delta_reach(results, "pca", {"variant": variant, "method": method, "category": cats})
+                       if has_paper else {})  # fmt: skip
         rows.append(row)
     frame = pd.DataFrame(rows)
     styler = table(pd.DataFrame({("variant", ""): frame.variant.tolist(), **_versus_paper(frame, METRICS[1:])}),
@@ -279,5 +313,5 @@ def pca_table(df: pd.DataFrame) -> Tables:
     reasons = {"paper": "not a row of the paper's Table II (PCA100 and Rd100)", "Δ paper": "no value to compare"}
     main = noted(styler, dash_note(styler, reasons), _over(df, seeds=False),
                  "The paper reports no image AUROC for these rows.",
-                 DELTA_NOTE, SOURCE_NOTE)  # fmt: skip
+                 DELTA_NOTE, INTERVAL_NOTE, SOURCE_NOTE)  # fmt: skip
     return Tables([main, *per_category_table(df).tables])
