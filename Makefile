@@ -74,10 +74,10 @@ runs: setup
 	  --weights resnet18=$(WEIGHTS_RESNET18) --weights wide_resnet50_2=$(WEIGHTS_WIDE_RESNET50_2) $(if $(FORCE),--force)
 
 # Everything: the data (downloaded when DATA_ROOT holds no category), the runs, the ablations, the experiments beyond
-# the paper, the cost benchmarks, then the book. A step that fails does not stop the later ones (the book shows what
+# the paper, the how-to page on Magnetic Tile, the cost benchmarks, then the book. A step that fails does not stop the later ones (the book shows what
 # exists); the exit status reports the failure. Each step's wall time goes to $(RESULTS)/reproduce_times.tsv (read by
 # the book) and is printed at the end.
-REPRODUCE_STEPS := runs ablations beyond bench
+REPRODUCE_STEPS := runs ablations beyond howto bench
 reproduce: setup
 	@fail=0; mkdir -p $(RESULTS); times=$(RESULTS)/reproduce_times.tsv; printf 'step\tseconds\tstatus\n' > $$times.tmp; \
 	t0=$$(date +%s); \
@@ -134,9 +134,11 @@ check-cuda:
 	  --device $(CHECK_DEVICE)
 
 # The how-to page "PaDiM on your own images" (book/howto/own_images.ipynb): `fit` and `predict` on Magnetic Tile, with
-# and without tiles; recomputed every time (estimated 25 min on 2 CPU cores from a run of 20 images per part; HOWTO_LIMIT=N: N images per part, quick).
+# and without tiles; recomputed every time (HOWTO_LIMIT=N: N images per part, quick). Without Magnetic Tile at MT_ROOT
+# it is skipped, saying so, and the book keeps the page saying how to produce it.
 HOWTO_LIMIT ?= 0
 .PHONY: howto
 howto: setup
+	@if [ ! -d "$(MT_ROOT)" ]; then echo "make howto: skipped, no Magnetic Tile at $(MT_ROOT) (set MT_ROOT)"; exit 0; fi; \
 	$(PY) -m padim_repro.study.own_images_page --mt-root $(MT_ROOT) --weights $(WEIGHTS_RESNET18) --results $(RESULTS) \
 	  --book-dir $(BOOK_DIR) --device $(DEVICE) --limit $(HOWTO_LIMIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,13 @@ def test_how_to_page_on_magnetic_tile_layout(tmp_path: Path) -> None:
     assert run["threshold"] is not None and np.load(next((run["out"] / "maps").rglob("*.npy"))).dtype == np.float16
     metrics = evaluate_variant(run["out"], split.test, 64)
     assert metrics["image_auroc"] >= 0.8 and metrics["pixel_auroc"] >= 0.8 and 0 < metrics["pro"] <= 1
+
+
+def test_make_howto_skips_without_magnetic_tile(tmp_path: Path) -> None:
+    """`make reproduce` runs `make howto`: without Magnetic Tile at MT_ROOT it says so and succeeds (the book keeps
+    its pending page) instead of failing the step; with a folder there it runs the page's command (here PY=false)."""
+    repo = Path(__file__).resolve().parents[2]
+    make = ["make", "-s", "-C", str(repo), "-o", "setup", "howto", "PY=false"]
+    skipped = subprocess.run([*make, f"MT_ROOT={tmp_path / 'none'}"], capture_output=True, text=True)
+    assert skipped.returncode == 0 and "skipped, no Magnetic Tile at" in skipped.stdout
+    assert subprocess.run([*make, f"MT_ROOT={tmp_path}"], capture_output=True, text=True).returncode != 0
