@@ -26,6 +26,7 @@ import pandas as pd
 
 DASH = "—"
 MINUS = "−"  # U+2212: a minus sign that does not break from its number
+NBSP = "\u00a0"  # a space where a line must not break
 #: CSS of every table: text left-aligned and wrapped where the page is too narrow, the caption above the table, as a
 #: title (numeric columns are right-aligned and never wrapped by :func:`table`, so that their decimals line up).
 TABLE_STYLES = [
@@ -35,6 +36,8 @@ TABLE_STYLES = [
 ]
 #: A cell that reads as a number: a value, a signed delta, an interval, "4 of 15" (or "—").
 _NUMERIC = re.compile(rf"^([+{MINUS}±\[]?\d.*|{DASH})$")
+#: A value followed by its interval (:func:`signed_with_interval`).
+_WITH_INTERVAL = re.compile(r"\S \[")
 
 
 def is_missing(value: Any) -> bool:
@@ -72,15 +75,16 @@ def signed(value: Any, decimals: int = 1) -> str:
 
 
 def signed_interval(low: Any, high: Any, decimals: int = 1) -> str:
-    """A 95 % interval of a delta in points as ``[+0.4, +2.0]``; "" if either end is missing."""
+    """A 95 % interval of a delta in points as ``[+0.4, +2.0]``, a no-break space after the comma so that it never
+    breaks across lines; "" if either end is missing."""
     if is_missing(low) or is_missing(high):
         return ""
-    return f"[{signed(low, decimals)}, {signed(high, decimals)}]"
+    return f"[{signed(low, decimals)},{NBSP}{signed(high, decimals)}]"
 
 
 def signed_with_interval(value: Any, low: Any = None, high: Any = None, decimals: int = 1) -> str:
     """A delta in points with its 95 % interval, ``+1.2 [+0.4, +2.0]`` (the delta alone without one; "—" if
-    missing)."""
+    missing); a narrow table column may put the interval under the delta (:func:`table`)."""
     span = signed_interval(low, high, decimals)
     return f"{signed(value, decimals)} {span}" if span and not is_missing(value) else signed(value, decimals)
 
@@ -123,7 +127,9 @@ def table(df: pd.DataFrame, formats: Mapping[str, Any] | None = None, default_de
     numeric = [c for i, c in enumerate(text.columns) if i > 0 and text[c].str.match(_NUMERIC).all()]
     styler = text.style.hide(axis="index").set_table_styles(TABLE_STYLES)
     styler = styler.set_table_attributes('style="font-size: 0.9em"')  # a little smaller than prose: wide tables fit
-    styler = styler.set_table_styles({c: [{"selector": "td", "props": "text-align: right; white-space: nowrap"},
+    # A delta with its interval may wrap between the two (the interval itself never breaks): a table of them fits.
+    wrap = {c: "normal" if text[c].str.contains(_WITH_INTERVAL).any() else "nowrap" for c in numeric}
+    styler = styler.set_table_styles({c: [{"selector": "td", "props": f"text-align: right; white-space: {wrap[c]}"},
                                           {"selector": "th", "props": "text-align: right"}]
                                       for c in numeric}, overwrite=False)  # fmt: skip
     return styler.set_caption(caption) if caption else styler

@@ -336,11 +336,11 @@ def test_experiment_rows_and_tables(ablation_run: tuple[list[Path], Path, Path])
     cell = ab.comparison_table("n_features", nf, res).data.set_index(("variant", "")).loc[
         "Rd100 (mean of 10 seeds)", ("PRO", "Δ paper")]
     shift = frame["pro ours"] - 90.5
-    assert cell == f"{D_.signed(shift)} [{D_.signed(shift - own['pro'].value + own['pro'].low)}, " \
+    assert cell == f"{D_.signed(shift)} [{D_.signed(shift - own['pro'].value + own['pro'].low)},\u00a0" \
                    f"{D_.signed(shift - own['pro'].value + own['pro'].high)}]"
     sigma0 = D.variant_difference(res, "sigma", {"sigma": 0.0}, {"sigma": 4.0})["pixel_auroc"]
     sigma_rows = ab.sigma_table(sigma, res).tables[0].data.set_index(("sigma", ""))[("pixel AUROC", "Δ to σ = 4")]
-    assert sigma_rows["0"] == f"{D_.signed(sigma0.value)} [{D_.signed(sigma0.low)}, {D_.signed(sigma0.high)}]"
+    assert sigma_rows["0"] == f"{D_.signed(sigma0.value)} [{D_.signed(sigma0.low)},\u00a0{D_.signed(sigma0.high)}]"
     assert sigma_rows["4"] == "±0.0"  # the reference itself: no interval
     reach = D.delta_reach(res, "protocol", {"category": RGB_CATEGORY, "protocol": "no_crop"})
     assert set(reach) == set(METRICS) and all(lo >= 0 and hi >= 0 for lo, hi in reach.values())

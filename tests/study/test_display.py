@@ -80,6 +80,17 @@ def test_table_has_no_index_counts_without_decimals_and_dashes_explained() -> No
     assert D.dash_note(D.table(df.iloc[:1], {"AUROC": D.percent}), {"AUROC": "not run"}) is None
 
 
+def test_a_delta_with_its_interval_may_wrap_before_the_interval_only() -> None:
+    """A Δ column with intervals fits a narrow page: its cells may wrap between the delta and the interval, never
+    inside the interval (a no-break space after its comma); other numeric columns never wrap."""
+    cell = D.signed_with_interval(1.26, 0.44, 2.03)
+    assert cell == "+1.3 [+0.4,\u00a0+2.0]" and D.signed_with_interval(1.26) == "+1.3"
+    assert D.signed_with_interval(None, 0.1, 0.2) == "—" and D.signed_interval(None, 0.2) == ""
+    html = D.table(pd.DataFrame({"variant": ["a", "b"], "ours": ["91.3", "90.2"], "Δ": [cell, "—"]})).to_html()
+    css = {m[0]: m[1] for m in re.findall(r"td\.(col\d) \{[^}]*white-space: (\w+)", html)}
+    assert css == {"col1": "nowrap", "col2": "normal"}
+
+
 def test_multiindex_columns_match_their_notes() -> None:
     df = pd.DataFrame({("category", ""): ["bottle"], ("PRO", "ours"): ["94.7"], ("PRO", "paper"): [D.DASH]})
     styler = D.table(df)
