@@ -134,7 +134,7 @@ check-cuda:
 	  --device $(CHECK_DEVICE)
 
 # The how-to page "PaDiM on your own images" (book/howto/own_images.ipynb): `fit` and `predict` on Magnetic Tile, with
-# and without tiles; recomputed every time (HOWTO_LIMIT=N: N images per part, quick). Without Magnetic Tile at MT_ROOT
+# and without tiles; recomputed every time (HOWTO_LIMIT=N: N >= 20 images per part, quick). Without Magnetic Tile at MT_ROOT
 # it is skipped, saying so, and the book keeps the page saying how to produce it.
 HOWTO_LIMIT ?= 0
 .PHONY: howto
