@@ -135,8 +135,9 @@ class _Curves:
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-#: Floats per (resamples x thresholds) temporary of ``_Curves.add``: 8 MB on a CPU (cache-sized), 256 MB on a GPU.
-_BUDGET = {"cpu": 1_000_000, "cuda": 32_000_000}
+#: Floats per (resamples x thresholds) temporary of ``_Curves.add``: 2 MB on a CPU (cache-sized; 8 MB blocks raised a
+#: run's peak memory by 0.4 GB, two threads each holding a dozen of them, for no speed), 256 MB on a GPU.
+_BUDGET = {"cpu": 250_000, "cuda": 32_000_000}
 
 
 def _pixel_metrics(pixels: SortedSamples, n_images: int, weights: np.ndarray, fpr_limit: float,
