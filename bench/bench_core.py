@@ -302,7 +302,8 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "wr50":
-            result = bench_wr50(int(rest[0]), int(rest[1]), rest[2])
+            # before_after.py passes N only (an older commit's child takes nothing else)
+            result = bench_wr50(int(rest[0]), *([int(rest[1]), rest[2]] if len(rest) > 1 else []))
         elif kind == "r18":
             result = bench_r18(rest[0], rest[1], rest[2], int(rest[3]))
         else:
